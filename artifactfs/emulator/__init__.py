@@ -1,0 +1,18 @@
+"""A local server of the four provider APIs (Gumloop, vm0, Sigmic, Plangrep), for demo, tests and benchmarks.
+
+Standard library only. ``Emulator`` serves two loopback origins:
+
+- API origin, one prefix per provider (``Emulator.base_urls()``): ``/gumloop/api/v1``,
+  ``/vm0``, ``/sigmic``, ``/plangrep/api/open/v1`` (also ``/api/open/v1``, the doc's
+  origin-relative artifact URLs), and ``/_emulator/`` control endpoints (no auth).
+- Storage origin: the signed/presigned URLs Gumloop's ``download_url`` and vm0's 302 point to.
+
+Where the provider docs are silent, each module's docstring says what was chosen:
+``gumloop``, ``vm0``, ``sigmic``, ``plangrep`` (API behaviour), ``storage`` and
+``signing`` (signed URLs), ``paging`` (cursors), ``state`` (timestamps, switches).
+"""
+
+from .app import Emulator
+from .blobs import Blob, BytesBlob, PatternBlob
+
+__all__ = ["Blob", "BytesBlob", "Emulator", "PatternBlob"]

@@ -1,0 +1,542 @@
+"""The bundled emulator answers to the letter of the provider docs (and its own switches work)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from artifactfs.emulator import BytesBlob, Emulator, PatternBlob
+
+AGENT = "abc123DEFghiJKL"
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    emulator = Emulator().start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10) as client:
+        yield client
+
+
+def auth(emu: Emulator, provider: str) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {emu.tokens[provider]}"}
+    if provider == "gumloop":
+        headers["x-auth-key"] = emu.gumloop_user_id
+    return headers
+
+
+def get(http: httpx.Client, emu: Emulator, provider: str, path: str, **kw: object) -> httpx.Response:
+    headers = {**auth(emu, provider), **kw.pop("headers", {})}  # type: ignore[dict-item]
+    return http.get(emu.base_urls()[provider] + path, headers=headers, **kw)  # type: ignore[arg-type]
+
+
+# ---- layout and blobs ---------------------------------------------------------------
+
+
+def test_base_urls_and_defaults(emu: Emulator) -> None:
+    api = emu.api_url
+    assert api.startswith("http://127.0.0.1:") and emu.storage_url.startswith("http://127.0.0.1:")
+    assert api != emu.storage_url
+    assert emu.base_urls() == {
+        "gumloop": f"{api}/gumloop/api/v1",
+        "vm0": f"{api}/vm0",
+        "sigmic": f"{api}/sigmic",
+        "plangrep": f"{api}/plangrep/api/open/v1",
+    }
+    assert emu.tokens["sigmic"] == "demo-sigmic-token" and emu.gumloop_user_id == "user_demo"
+
+
+def test_pattern_blob_is_deterministic_and_never_periodic() -> None:
+    blob = PatternBlob(3 * (1 << 20) + 123, seed=5)
+    assert blob.read(0, 64) == PatternBlob(10, seed=5).read(0, 10) + blob.read(10, 54)
+    assert blob.read(0, 4096) != PatternBlob(4096, seed=6).read(0, 4096)
+    one_mib = 1 << 20
+    assert blob.read(0, 4096) != blob.read(one_mib, 4096)  # block N+1 is not block N
+    assert blob.read(one_mib - 10, 20) == blob.read_all()[one_mib - 10 : one_mib + 10]
+    assert len(blob.read_all()) == blob.size and blob.read(blob.size - 5, 100) == blob.read_all()[-5:]
+    assert blob.sha256() == BytesBlob(blob.read_all()).sha256()
+
+
+# ---- Sigmic --------------------------------------------------------------------------
+
+
+def test_sigmic_listing_and_download(emu: Emulator, http: httpx.Client) -> None:
+    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts")
+    assert r.status_code == 200 and r.json()["success"] is True
+    files = {f["path"]: f for f in r.json()["data"]["files"]}
+    assert set(files) == {"downloads/output.csv", "downloads/report.pdf", "uploads/data.csv", "downloads/charts/q4.png"}
+    csv = files["downloads/output.csv"]
+    assert set(csv) == {"name", "path", "size", "mimeType", "category", "modifiedAt"}
+    assert (csv["name"], csv["mimeType"], csv["category"]) == ("output.csv", "text/csv", "csv")
+    assert csv["modifiedAt"] == "2026-01-26T16:00:00.000Z"
+    assert files["downloads/charts/q4.png"]["category"] == "image"
+
+    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "downloads/report.pdf"})
+    assert r.status_code == 200 and r.content.startswith(b"%PDF-") and r.content.rstrip().endswith(b"%%EOF")
+    assert r.headers["content-type"] == "application/pdf"
+    assert r.headers["content-disposition"] == 'attachment; filename="report.pdf"'
+    assert int(r.headers["content-length"]) == files["downloads/report.pdf"]["size"] == len(r.content)
+    assert r.content == emu.sigmic_file("task_123", "downloads/report.pdf").read_all()
+    png = get(
+        http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "downloads/charts/q4.png"}
+    )
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_sigmic_errors(emu: Emulator, http: httpx.Client) -> None:
+    url = emu.base_urls()["sigmic"] + "/api/v1/tasks/task_123/artifacts"
+    r = http.get(url)
+    assert r.status_code == 401
+    assert r.json() == {"success": False, "error": {"code": "AUTH_REQUIRED", "message": r.json()["error"]["message"]}}
+    r = http.get(url, headers={"Authorization": "Bearer nope"})
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "INVALID_API_KEY")
+    r = get(http, emu, "sigmic", "/api/v1/tasks/task_999/artifacts")
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
+    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download")
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "VALIDATION_ERROR")
+    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "../etc/passwd"})
+    assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
+
+
+def test_put_and_remove_sigmic_file(emu: Emulator, http: httpx.Client) -> None:
+    def listing() -> dict[str, dict[str, object]]:
+        r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts")
+        return {f["path"]: f for f in r.json()["data"]["files"]}
+
+    before = listing()["downloads/output.csv"]
+    emu.put_sigmic_file("task_123", "downloads/output.csv", b"a,b\n1,2\n")
+    after = listing()["downloads/output.csv"]
+    assert after["size"] == 8 and after["modifiedAt"] != before["modifiedAt"]
+    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "downloads/output.csv"})
+    assert r.content == b"a,b\n1,2\n"
+    emu.remove_sigmic_file("task_123", "downloads/output.csv")
+    assert "downloads/output.csv" not in listing()
+
+
+# ---- Gumloop -------------------------------------------------------------------------
+
+
+def test_gumloop_list_shape(emu: Emulator, http: httpx.Client) -> None:
+    r = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts")
+    assert r.status_code == 200 and set(r.json()) == {"artifacts", "next_cursor"}
+    arts = {a["id"]: a for a in r.json()["artifacts"]}
+    assert r.json()["next_cursor"] is None and len(arts) == 6
+    fields = {
+        "id",
+        "version_id",
+        "major_version",
+        "agent_id",
+        "session_id",
+        "filename",
+        "created_at",
+        "metadata",
+        "url",
+        "creator",
+    }
+    assert all(set(a) == fields for a in arts.values())
+    report = arts["art_aBcDeF123"]  # the doc's example, at its current (second) version
+    assert (report["version_id"], report["major_version"], report["filename"]) == (
+        "ver_xYz9012",
+        2,
+        "q4_sales_report.pdf",
+    )
+    assert report["created_at"] == "2026-05-15T14:32:00Z" and report["session_id"] == "ses_8h2k4m1n"
+    assert report["metadata"]["media_type"] == "application/pdf"
+    assert report["metadata"]["size"] == emu.gumloop_version("art_aBcDeF123").size
+    assert report["creator"]["email"] == "ada@example.com"
+    assert report["url"].startswith(emu.storage_url + "/gumloop-artifacts/art_aBcDeF123/ver_xYz9012?X-Goog-Expires=")
+    assert arts["art_gHiJkL456"]["metadata"] == {}
+    assert arts["art_pQrStU789"]["creator"] is None
+    assert any(a["filename"] is None for a in arts.values())
+    assert sorted(a["filename"] or "" for a in arts.values()).count("report.md") == 2
+    created = [a["created_at"] for a in r.json()["artifacts"]]
+    assert created == sorted(created, reverse=True)
+
+
+def test_gumloop_errors(emu: Emulator, http: httpx.Client) -> None:
+    url = emu.base_urls()["gumloop"] + f"/agents/{AGENT}/artifacts"
+    token = {"Authorization": "Bearer demo-gumloop-token"}
+    for headers in (
+        {},
+        token,
+        {**token, "x-auth-key": "user_other"},
+        {"Authorization": "Bearer bad", "x-auth-key": "user_demo"},
+    ):
+        r = http.get(url, headers=headers)
+        assert r.status_code == 401 and set(r.json()) == {"detail"}
+    assert get(http, emu, "gumloop", "/agents/nobody/artifacts").status_code == 404
+    assert get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params={"page_size": "ten"}).status_code == 400
+    assert get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params={"cursor": "garbage"}).status_code == 400
+    assert get(http, emu, "gumloop", "/artifacts/art_nope/download").status_code == 404
+    r = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download", params={"version_id": "ver_nope"})
+    assert r.status_code == 404 and "detail" in r.json()
+    r = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params={"page_size": "0"})
+    assert len(r.json()["artifacts"]) == 1  # clamped to 1
+
+
+def test_gumloop_pagination_over_250(emu: Emulator, http: httpx.Client) -> None:
+    emu.add_gumloop_agent("bulkAgent")
+    for i in range(250):
+        emu.put_gumloop_artifact("bulkAgent", f"file_{i:03d}.txt", f"{i}\n")
+    seen: list[str] = []
+    cursors: list[str | None] = []
+    cursor = None
+    for _ in range(3):
+        params = {"page_size": "100", **({"cursor": cursor} if cursor else {})}
+        body = get(http, emu, "gumloop", "/agents/bulkAgent/artifacts", params=params).json()
+        seen += [a["filename"] for a in body["artifacts"]]
+        cursor = body["next_cursor"]
+        cursors.append(cursor)
+    assert [len(seen[:100]), len(seen[100:200]), len(seen[200:])] == [100, 100, 50]
+    assert cursors[0] and cursors[1] and cursors[2] is None
+    assert set(json.loads(base64.urlsafe_b64decode(cursors[0]))) == {"created_ts", "id"}
+    assert seen == [f"file_{i:03d}.txt" for i in reversed(range(250))]  # newest first, no repeats
+    oldest = get(
+        http, emu, "gumloop", "/agents/bulkAgent/artifacts", params={"sort_order": "oldest", "page_size": "500"}
+    )
+    assert [a["filename"] for a in oldest.json()["artifacts"]] == [f"file_{i:03d}.txt" for i in range(100)]
+
+
+def test_gumloop_search_and_session(emu: Emulator, http: httpx.Client) -> None:
+    def names(**params: str) -> list[str | None]:
+        body = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params=params).json()
+        return sorted(a["filename"] or "" for a in body["artifacts"])
+
+    assert names(search_query="REPORT") == ["q4_sales_report.pdf", "report.md", "report.md"]
+    assert names(session_id="ses_3p9q7r2s") == ["chart.png", "report.md", "report.md"]
+    assert names(session_id="ses_3p9q7r2s", search_query=".png") == ["chart.png"]
+    assert names(session_id="ses_unknown") == []
+
+
+def test_gumloop_versions_and_signed_urls(emu: Emulator, http: httpx.Client) -> None:
+    r = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download")
+    assert r.status_code == 200 and set(r.json()) == {"download_url", "filename", "media_type", "size"}
+    current = r.json()
+    assert (current["filename"], current["media_type"]) == ("q4_sales_report.pdf", "application/pdf")
+    body = http.get(current["download_url"])  # no token: the URL is the credential
+    assert body.status_code == 200 and body.content == emu.gumloop_version("art_aBcDeF123").read_all()
+    assert current["size"] == len(body.content)
+
+    old = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download", params={"version_id": "ver_mNo3456"}).json()
+    assert "/ver_mNo3456?" in old["download_url"]
+    assert http.get(old["download_url"]).content == emu.gumloop_version("art_aBcDeF123", "ver_mNo3456").read_all()
+    assert http.get(old["download_url"]).content != body.content
+
+    no_meta = get(http, emu, "gumloop", "/artifacts/art_gHiJkL456/download").json()
+    assert no_meta["size"] is None and no_meta["media_type"] is None
+
+    tampered = current["download_url"].replace("X-Goog-Signature=", "X-Goog-Signature=0")
+    r = http.get(tampered)
+    assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text
+    r = http.get(current["download_url"].split("?")[0])
+    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
+    emu.set_url_ttl(0)
+    expired = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download").json()["download_url"]
+    r = http.get(expired)
+    assert r.status_code == 403 and "<Code>ExpiredToken</Code>" in r.text
+
+
+def test_gumloop_new_version_becomes_current(emu: Emulator, http: httpx.Client) -> None:
+    artifact_id, version_id = emu.put_gumloop_artifact(AGENT, "q4_sales_report.pdf", b"v3", artifact_id="art_aBcDeF123")
+    assert artifact_id == "art_aBcDeF123"
+    first = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts").json()["artifacts"][0]
+    assert (first["id"], first["version_id"], first["major_version"]) == (artifact_id, version_id, 3)
+    assert first["session_id"] == "ses_8h2k4m1n"  # inherited from the previous version
+
+
+# ---- vm0 -----------------------------------------------------------------------------
+
+
+def test_vm0_list_get_versions(emu: Emulator, http: httpx.Client) -> None:
+    r = get(http, emu, "vm0", "/v1/artifacts")
+    assert r.status_code == 200 and r.json()["pagination"] == {"has_more": False, "next_cursor": None}
+    listed = {a["name"]: a for a in r.json()["data"]}
+    assert set(listed) == {"output-results", "training-run"}
+    out = listed["output-results"]
+    assert set(out) == {"id", "name", "current_version_id", "size", "file_count", "created_at", "updated_at"}
+    assert (
+        out["file_count"] == 4
+        and out["created_at"] == "2024-01-01T00:00:00Z"
+        and out["updated_at"] == "2024-01-02T00:00:00Z"
+    )
+    assert len(out["current_version_id"]) == 64 and int(out["current_version_id"], 16) >= 0
+
+    page = get(http, emu, "vm0", "/v1/artifacts", params={"limit": "1"}).json()
+    assert len(page["data"]) == 1 and page["pagination"]["has_more"] is True
+    rest = get(
+        http, emu, "vm0", "/v1/artifacts", params={"limit": "1", "cursor": page["pagination"]["next_cursor"]}
+    ).json()
+    assert {page["data"][0]["name"], rest["data"][0]["name"]} == set(listed)
+    assert rest["pagination"] == {"has_more": False, "next_cursor": None}
+
+    one = get(http, emu, "vm0", f"/v1/artifacts/{out['id']}").json()
+    assert one["current_version"]["id"] == out["current_version_id"]
+    assert set(one["current_version"]) == {
+        "id",
+        "artifact_id",
+        "size",
+        "file_count",
+        "message",
+        "created_by",
+        "created_at",
+    }
+    versions = get(http, emu, "vm0", f"/v1/artifacts/{out['id']}/versions").json()
+    assert [v["created_at"] for v in versions["data"]] == ["2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"]
+    assert [v["message"] for v in versions["data"]] == ["Latest output", "Run output"]
+    assert versions["pagination"] == {"has_more": False, "next_cursor": None}
+
+
+def test_vm0_errors(emu: Emulator, http: httpx.Client) -> None:
+    r = http.get(emu.base_urls()["vm0"] + "/v1/artifacts")
+    assert r.status_code == 401 and r.json()["error"]["code"] == "UNAUTHORIZED" and r.json()["error"]["message"]
+    r = get(http, emu, "vm0", "/v1/artifacts/art_missing")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    assert get(http, emu, "vm0", "/v1/artifacts", params={"limit": "x"}).status_code == 400
+
+
+def test_vm0_download_redirect_and_archive(emu: Emulator, http: httpx.Client) -> None:
+    artifact_id = emu.vm0_artifact_id("output-results")
+    old, new = emu.vm0_versions(artifact_id)
+    r = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download")
+    assert r.status_code == 302
+    location = r.headers["location"]
+    assert location.startswith(f"{emu.storage_url}/vm0-artifacts/{artifact_id}/{new}.tar.gz?X-Amz-Expires=")
+    assert "X-Amz-Signature=" in location
+    archive = http.get(location)
+    assert archive.status_code == 200 and archive.content == emu.vm0_archive(artifact_id, new)
+    with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    assert set(files) == {"README.md", "results/summary.json", "results/plots/loss.png", "logs/run.log"}
+    assert files["results/summary.json"] == emu.vm0_file(artifact_id, new, "results/summary.json").read_all()
+    assert emu.vm0_archive(artifact_id, new) == emu.vm0_archive(artifact_id, new)  # built once, stable
+
+    r = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download", params={"version_id": old[:8]})
+    assert r.status_code == 302 and f"/{old}.tar.gz?" in r.headers["location"]
+    assert get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download", params={"version_id": old}).status_code == 302
+    r = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download", params={"version_id": old[:7]})
+    assert r.status_code == 400
+    r = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download", params={"version_id": "f" * 64})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+    tampered = location.replace(f"{new}.tar.gz", f"{old}.tar.gz")
+    r = http.get(tampered)
+    assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text
+
+
+def test_vm0_raw_archive_served_verbatim(emu: Emulator, http: httpx.Client) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    artifact_id, version_id = emu.put_vm0_raw_archive("hostile", buf.getvalue())
+    r = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}")
+    assert (r.json()["size"], r.json()["file_count"]) == (3, 1)
+    location = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download").headers["location"]
+    assert http.get(location).content == buf.getvalue() == emu.vm0_archive(artifact_id, version_id)
+
+
+# ---- Plangrep ------------------------------------------------------------------------
+
+
+def test_plangrep_jobs(emu: Emulator, http: httpx.Client) -> None:
+    job = get(http, emu, "plangrep", "/jobs/job_01abc123").json()
+    assert set(job) == {"id", "status", "created_at", "completed_at", "result", "error"}
+    assert (job["status"], job["error"]) == ("completed", None) and job["completed_at"]
+    assert job["result"]["artifacts"][0] == {
+        "path": "results/job_01abc123/normalized-output.json",
+        "url": "/api/open/v1/jobs/job_01abc123/artifact?path=results%2Fjob_01abc123%2Fnormalized-output.json",
+    }
+    running = get(http, emu, "plangrep", "/jobs/job_02running").json()
+    assert (running["status"], running["result"], running["completed_at"]) == ("running", None, None)
+    failed = get(http, emu, "plangrep", "/jobs/job_03failed").json()
+    assert failed["status"] == "failed" and failed["error"]["message"]
+    assert get(http, emu, "plangrep", "/jobs/job_nope").status_code == 404
+    r = http.get(emu.base_urls()["plangrep"] + "/jobs/job_01abc123")
+    assert r.status_code == 401 and "error" in r.json()
+
+
+def test_plangrep_artifact_chunked_without_length_ignoring_range(emu: Emulator, http: httpx.Client) -> None:
+    path = "results/job_01abc123/normalized-output.json"
+    expected = emu.plangrep_file("job_01abc123", path).read_all()
+    r = get(http, emu, "plangrep", "/jobs/job_01abc123/artifact", params={"path": path}, headers={"Range": "bytes=0-3"})
+    assert r.status_code == 200 and r.content == expected
+    assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["content-disposition"] == 'attachment; filename="normalized-output.json"'
+    assert "accept-ranges" not in r.headers
+    # the doc's origin-relative url resolves against the API origin
+    url = get(http, emu, "plangrep", "/jobs/job_01abc123").json()["result"]["artifacts"][0]["url"]
+    assert http.get(emu.api_url + url, headers=auth(emu, "plangrep")).content == expected
+
+    emu.set(plangrep_content_length=True, plangrep_ranges=True)
+    r = get(http, emu, "plangrep", "/jobs/job_01abc123/artifact", params={"path": path}, headers={"Range": "bytes=0-3"})
+    assert r.status_code == 206 and r.content == expected[:4] and r.headers["content-length"] == "4"
+
+    assert get(http, emu, "plangrep", "/jobs/job_01abc123/artifact", params={"path": "secret.txt"}).status_code == 404
+    assert get(http, emu, "plangrep", "/jobs/job_02running/artifact", params={"path": path}).status_code == 409
+    emu.set_plangrep_status("job_02running", "completed", {"out/a.txt": b"done"})
+    r = get(http, emu, "plangrep", "/jobs/job_02running/artifact", params={"path": "out/a.txt"})
+    assert r.status_code == 200 and r.content == b"done"
+
+
+# ---- byte serving --------------------------------------------------------------------
+
+
+def test_ranges_head_and_validators(emu: Emulator, http: httpx.Client) -> None:
+    blob = emu.sigmic_file("task_456", "downloads/model.bin")
+    data = blob.read_all()
+    total = blob.size
+
+    def fetch(range_header: str | None, method: str = "GET") -> httpx.Response:
+        url = emu.base_urls()["sigmic"] + "/api/v1/tasks/task_456/artifacts/download?path=downloads/model.bin"
+        headers = {**auth(emu, "sigmic"), **({"Range": range_header} if range_header else {})}
+        return http.request(method, url, headers=headers)
+
+    r = fetch("bytes=1048570-1048589")
+    assert r.status_code == 206 and r.content == data[1048570:1048590]
+    assert r.headers["content-range"] == f"bytes 1048570-1048589/{total}" and r.headers["accept-ranges"] == "bytes"
+    r = fetch("bytes=-100")
+    assert r.status_code == 206 and r.content == data[-100:]
+    r = fetch(f"bytes={total - 10}-")
+    assert r.status_code == 206 and r.content == data[-10:]
+    r = fetch(f"bytes={total - 10}-{total + 1000}")
+    assert r.status_code == 206 and r.content == data[-10:]
+    r = fetch(f"bytes={total}-")
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{total}"
+    head = fetch(None, "HEAD")
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(total)
+    assert head.headers["etag"].startswith('"') and head.headers["last-modified"].endswith("GMT")
+    full = fetch(None)
+    assert full.content == data and full.headers["etag"] == head.headers["etag"]
+
+    emu.set(api_ignore_range=True)
+    r = fetch("bytes=0-9")
+    assert r.status_code == 200 and len(r.content) == total and "accept-ranges" not in r.headers
+
+
+def test_storage_switches(emu: Emulator, http: httpx.Client) -> None:
+    url = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download").json()["download_url"]
+    data = emu.gumloop_version("art_aBcDeF123").read_all()
+    r = http.get(url, headers={"Range": "bytes=5-9"})
+    assert r.status_code == 206 and r.content == data[5:10]
+    emu.set(storage_ignore_range=True, storage_chunked=True)
+    r = http.get(url, headers={"Range": "bytes=5-9"})
+    assert r.status_code == 200 and r.content == data and "content-length" not in r.headers
+    with pytest.raises(KeyError):
+        emu.set(no_such_switch=True)
+    with pytest.raises(TypeError):
+        emu.set(storage_chunked="yes")
+
+
+# ---- request log and control endpoints -----------------------------------------------
+
+
+def test_request_log_covers_both_origins(emu: Emulator, http: httpx.Client) -> None:
+    emu.clear_requests()
+    url = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download").json()["download_url"]
+    http.get(url, headers={"Range": "bytes=0-9"})
+    (api,) = emu.requests(origin="api")
+    (storage,) = emu.requests(origin="storage")
+    assert (
+        api["headers"]["authorization"] == "Bearer demo-gumloop-token" and api["headers"]["x-auth-key"] == "user_demo"
+    )
+    assert api["path"] == "/gumloop/api/v1/artifacts/art_aBcDeF123/download" and api["status"] == 200
+    assert "authorization" not in storage["headers"] and storage["headers"]["range"] == "bytes=0-9"
+    assert storage["status"] == 206 and storage["bytes_sent"] == 10 and "X-Goog-Signature=" in storage["query"]
+    assert storage["method"] == "GET" and isinstance(storage["time"], float)
+    assert len(emu.requests(path_contains="/gumloop-artifacts/")) == 1
+    emu.clear_requests()
+    assert emu.requests() == []
+
+
+def test_http_control_endpoints(emu: Emulator, http: httpx.Client) -> None:
+    control = emu.api_url + "/_emulator"
+    r = http.post(control + "/sigmic/put", json={"task_id": "task_new", "path": "a/b.txt", "content": "hello"})
+    assert r.json() == {"ok": True}
+    r = http.post(control + "/sigmic/put", json={"task_id": "task_new", "path": "big.bin", "size": 5000, "seed": 3})
+    assert r.status_code == 200 and emu.sigmic_file("task_new", "big.bin").read_all() == PatternBlob(5000, 3).read_all()
+    files = get(http, emu, "sigmic", "/api/v1/tasks/task_new/artifacts").json()["data"]["files"]
+    assert {(f["path"], f["size"]) for f in files} == {("a/b.txt", 5), ("big.bin", 5000)}
+
+    assert http.post(control + "/set", json={"url_ttl": 7, "storage_ignore_range": True}).json() == {"ok": True}
+    assert emu.switches.url_ttl == 7.0 and emu.origins["storage"].ignore_range is True
+    assert http.post(control + "/set", json={"bogus": 1}).status_code == 400
+
+    logged = http.get(control + "/requests", params={"origin": "api", "path_contains": "/sigmic/api/"}).json()
+    assert [e["path"] for e in logged] == ["/sigmic/api/v1/tasks/task_new/artifacts"]
+    assert http.post(control + "/clear_requests").json() == {"ok": True}
+    assert [e["path"] for e in http.get(control + "/requests").json()] == ["/_emulator/requests"]
+
+
+def test_fault_hook_and_stop(http: httpx.Client) -> None:
+    from artifactfs.emulator.server import json_reply
+
+    emu = Emulator(seed_sample_data=False).start()
+    emu.origins["api"].faults = lambda req: json_reply(503, {"error": "injected"}) if "/vm0/" in req.path else None
+    assert get(http, emu, "vm0", "/v1/artifacts").status_code == 503
+    assert get(http, emu, "sigmic", "/api/v1/tasks/x/artifacts").status_code == 404
+    url = emu.api_url
+    emu.stop()
+    emu.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/vm0/v1/artifacts", timeout=2)
+
+
+# ---- the command -----------------------------------------------------------------------
+
+
+def test_module_runs_until_sigterm(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "artifactfs.emulator", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        assert set(info) == {"api_url", "storage_url", "base_urls", "tokens", "gumloop_user_id"}
+        r = httpx.get(
+            info["base_urls"]["sigmic"] + "/api/v1/tasks/task_123/artifacts",
+            headers={"Authorization": f"Bearer {info['tokens']['sigmic']}"},
+        )
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and b"Traceback" not in err
+        assert json.loads(out.decode().splitlines()[0]) == info
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_quoted_ids_round_trip(emu: Emulator, http: httpx.Client) -> None:
+    artifact_id, _ = emu.put_gumloop_artifact("odd agent", "a b/c?.txt", b"odd", artifact_id="art with space")
+    quoted = urllib.parse.quote("odd agent", safe="")
+    listed = get(http, emu, "gumloop", f"/agents/{quoted}/artifacts").json()["artifacts"]
+    assert [a["filename"] for a in listed] == ["a b/c?.txt"]
+    assert http.get(listed[0]["url"]).content == b"odd"
+    download = get(http, emu, "gumloop", f"/artifacts/{urllib.parse.quote(artifact_id, safe='')}/download").json()
+    assert http.get(download["download_url"]).content == b"odd"
