@@ -1,0 +1,96 @@
+"""``artifactfs demo``: the bundled emulator plus a mount of it, no account or network needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .config import Overrides, load_config
+from .mount import MountError, run_foreground
+
+EMULATOR_START_TIMEOUT = 30.0
+
+DEMO_IDS = {
+    "gumloop": ("agents", ["abc123DEFghiJKL"]),
+    "sigmic": ("tasks", ["task_123", "task_456"]),
+    "plangrep": ("jobs", ["job_01abc123", "job_02running"]),
+    "vm0": (None, []),
+}
+
+
+def demo_config_text(info: dict, cache_dir: Path) -> str:
+    """A config for the emulator described by ``info`` (its ready-file JSON)."""
+    lines = ["[mount]", "listing_ttl = 10", "", "[cache]", f"dir = {json.dumps(str(cache_dir))}", ""]
+    for kind, (ids_key, ids) in DEMO_IDS.items():
+        lines += [f"[providers.{kind}]", f"base_url = {json.dumps(info['base_urls'][kind])}",
+                  f"token = {json.dumps(info['tokens'][kind])}"]
+        if kind == "gumloop":
+            lines.append(f"user_id = {json.dumps(info['gumloop_user_id'])}")
+        if ids_key:
+            lines.append(f"{ids_key} = {json.dumps(ids)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def tour(mountpoint: Path) -> str:
+    mp = str(mountpoint)
+    return f"""
+artifactfs demo is mounted at {mp}  (Ctrl-C unmounts and stops the emulator)
+
+Try, in another terminal:
+  ls {mp}
+  ls -l {mp}/sigmic/task_123/downloads
+  head {mp}/sigmic/task_123/downloads/output.csv
+  cp -r {mp}/sigmic/task_123 /tmp/task_123 && sha256sum /tmp/task_123/downloads/*
+  getfattr -d {mp}/sigmic/task_123/downloads/report.pdf
+  python3 -c "print(len(open('{mp}/sigmic/task_456/downloads/model.bin','rb').read()))"
+"""
+
+
+def start_emulator(workdir: Path) -> tuple[subprocess.Popen, dict]:
+    """Start ``python -m artifactfs.emulator`` and wait for its ready file."""
+    ready = workdir / "emulator.json"
+    proc = subprocess.Popen([sys.executable, "-m", "artifactfs.emulator", "--ready-file", str(ready)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + EMULATOR_START_TIMEOUT
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise MountError("the demo emulator did not start")
+        time.sleep(0.05)
+    return proc, json.loads(ready.read_text())
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after a grace period: by PID, never by name."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(mountpoint: Path) -> int:
+    mountpoint = mountpoint.expanduser().absolute()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="artifactfs-demo-") as tmp:
+        workdir = Path(tmp)
+        proc, info = start_emulator(workdir)
+        try:
+            config_file = workdir / "config.toml"
+            config_file.write_text(demo_config_text(info, workdir / "cache"))
+            os.chmod(config_file, 0o600)
+            config = load_config(config_file, Overrides(), require_file=True)
+            run_foreground(config, mountpoint, on_ready=lambda: print(tour(mountpoint), flush=True))
+        finally:
+            stop_process(proc)
+    return 0

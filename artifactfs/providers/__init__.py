@@ -1,0 +1,26 @@
+"""Provider registry: config type name → provider class, and how each one authenticates."""
+
+from __future__ import annotations
+
+from ..config import ProviderConfig
+from ..httpclient import HttpClient
+from .base import Provider
+from .sigmic import SigmicProvider
+
+PROVIDER_CLASSES: dict[str, type[Provider]] = {
+    "sigmic": SigmicProvider,
+}
+
+
+def auth_headers(config: ProviderConfig) -> dict[str, str]:
+    """The headers that prove who we are; sent only to the provider's ``base_url`` origin."""
+    headers = {"Authorization": f"Bearer {config.token}"}
+    if config.type == "gumloop" and config.user_id:
+        headers["x-auth-key"] = config.user_id
+    return headers
+
+
+def make_provider(config: ProviderConfig) -> Provider:
+    """The provider for one ``[providers.*]`` table; a type without one yet lists empty."""
+    cls = PROVIDER_CLASSES.get(config.type, Provider)
+    return cls(config, HttpClient(config.name, config.base_url, auth_headers(config)))
