@@ -20,7 +20,7 @@ import trio
 from .errors import FsError
 from .model import Kind
 from .namespace import Namespace, Node
-from .reader import ContentId, Handle, Reader
+from .reader import ContentId, LocalFile, OpenFile, Reader
 
 log = logging.getLogger("artifactfs.fuse")
 
@@ -69,7 +69,7 @@ class ArtifactOperations(pyfuse3.Operations):
         self._dir_mode = 0o555 if allow_other else 0o500
         self._uid, self._gid = os.getuid(), os.getgid()
         self._started = time.time()
-        self._handles: dict[int, Handle] = {}
+        self._handles: dict[int, OpenFile] = {}
         self._dirs: dict[int, list[Node]] = {}
         self._next_fh = 1
 
@@ -161,10 +161,14 @@ class ArtifactOperations(pyfuse3.Operations):
         if node.entry.kind is not Kind.FILE or node.provider is None:
             raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
         entry, provider = node.entry, node.provider
-        cid = ContentId(provider.name, entry.key, entry.fingerprint)
-        handle = self.reader.open(cid, entry.size, provider.http,
-                                  lambda: provider.resolve(entry.ref),
-                                  lambda size: self.ns.learned_size(node, size))
+        handle: OpenFile
+        if entry.local_path is not None:
+            handle = LocalFile(entry.local_path)
+        else:
+            cid = ContentId(provider.name, entry.key, entry.fingerprint)
+            handle = self.reader.open(cid, entry.size, provider.http,
+                                      lambda: provider.resolve(entry.ref),
+                                      lambda size: self.ns.learned_size(node, size))
         fh = self._new_fh()
         self._handles[fh] = handle
         info = pyfuse3.FileInfo(fh=fh)
@@ -175,12 +179,12 @@ class ArtifactOperations(pyfuse3.Operations):
 
     @translated
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.reader.read(self._handles[fh], off, size)
+        return await self._handles[fh].read(off, size)
 
     async def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
         if handle is not None:
-            self.reader.release(handle)
+            handle.close()
 
     @translated
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:

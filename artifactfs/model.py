@@ -23,6 +23,8 @@ class Entry:
     ``fingerprint`` changes whenever the content may have changed (version, size, mtime).
     ``children`` lets one API call deliver a whole subtree (a Sigmic task's workspace):
     such subdirectories are refreshed together with the directory that listed them.
+    ``local_path`` names a file already complete on local disk (an extracted archive member),
+    read directly instead of through the byte engine.
     """
 
     name: str
@@ -38,6 +40,7 @@ class Entry:
     target: str | None = None
     immutable: bool = False
     children: list["Entry"] | None = None
+    local_path: str | None = None
 
 
 @dataclass(frozen=True)

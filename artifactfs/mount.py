@@ -81,7 +81,7 @@ def run_foreground(config: Config, mountpoint: Path, *,
                    on_ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted or signalled; raises MountError if it cannot start."""
     check_mountpoint(mountpoint)
-    providers = [make_provider(p) for p in config.providers]
+    providers = [make_provider(p, config.cache_dir) for p in config.providers]
     reader_box: list[Reader] = []
     namespace = Namespace(providers, negative_ttl=config.negative_ttl)
     ops = ArtifactOperations(namespace, lambda: reader_box[0], allow_other=config.allow_other)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Hashable, Protocol
 
@@ -86,13 +87,41 @@ class Content:
     handles: int = 0
 
 
+class OpenFile(Protocol):
+    """What the FUSE layer holds per open file."""
+
+    async def read(self, offset: int, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Handle:
-    """One open file: where its last read ended and how far ahead it reads."""
+    """One open remote file: where its last read ended and how far ahead it reads."""
 
+    reader: "Reader"
     content: Content
     next_offset: int = 0
     window: int = 1
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return await self.reader.read(self, offset, size)
+
+    def close(self) -> None:
+        self.reader.release(self)
+
+
+class LocalFile:
+    """A file already complete on local disk (an extracted archive member): plain preads."""
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class Reader:
@@ -115,7 +144,7 @@ class Reader:
         if content is None:
             content = self._contents[cid] = Content(cid, resolve, http, size, on_size)
         content.handles += 1
-        return Handle(content)
+        return Handle(self, content)
 
     def release(self, handle: Handle) -> None:
         content = handle.content

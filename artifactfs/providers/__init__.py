@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import ProviderConfig
 from ..httpclient import HttpClient
 from .base import Provider
@@ -20,7 +22,8 @@ def auth_headers(config: ProviderConfig) -> dict[str, str]:
     return headers
 
 
-def make_provider(config: ProviderConfig) -> Provider:
+def make_provider(config: ProviderConfig, cache_dir: Path) -> Provider:
     """The provider for one ``[providers.*]`` table; a type without one yet lists empty."""
     cls = PROVIDER_CLASSES.get(config.type, Provider)
-    return cls(config, HttpClient(config.name, config.base_url, auth_headers(config)))
+    return cls(config, HttpClient(config.name, config.base_url, auth_headers(config)),
+               cache_dir / "providers" / config.name)

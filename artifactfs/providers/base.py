@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Hashable
 
 from ..config import ProviderConfig
@@ -22,17 +23,19 @@ class Provider:
     the base itself is a provider with nothing in it.
 
     ``ref`` values are the provider's own: ``ROOT`` for its top directory, anything hashable
-    below. ``lookup`` is asked for a name the last listing did not have (an agent id typed
+    below; ``ref=None`` marks a directory whose contents come embedded in its parent's listing.
+    ``state_dir`` is the provider's own folder under ``cache.dir`` (created on first use). ``lookup`` is asked for a name the last listing did not have (an agent id typed
     by the user, a search text); the default is that such names do not exist.
     """
 
     ROOT: Hashable = ("root",)
 
-    def __init__(self, config: ProviderConfig, http: HttpClient) -> None:
+    def __init__(self, config: ProviderConfig, http: HttpClient, state_dir: Path) -> None:
         self.config = config
         self.name = config.name
         self.listing_ttl = config.listing_ttl
         self.http = http
+        self.state_dir = state_dir
 
     def root(self) -> Entry:
         return Entry(name=self.name, kind=Kind.DIR, ref=self.ROOT, key=(self.name,))
