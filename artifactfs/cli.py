@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     unmount = commands.add_parser("unmount", help="unmount (also a stale mount)")
     unmount.add_argument("mountpoint", type=Path)
 
+    cache = commands.add_parser("cache", help="inspect, empty or fill the disk cache")
+    actions = cache.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for name, text in (("stats", "bytes, files and hit ratio"), ("clear", "empty the cache")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("-c", "--config", type=Path)
+        action.add_argument("--cache-dir", type=Path, metavar="DIR")
+    fill = actions.add_parser("prefetch", help="download files or subtrees of a live mount")
+    fill.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    fill.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     demo = commands.add_parser("demo", help="mount the bundled emulator with sample artifacts")
     demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("artifacts-demo"))
     _add_logging(demo)
@@ -98,6 +108,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
             from .mount import unmount
             unmount(args.mountpoint)
             return 0
+        if args.command == "cache":
+            return _cache(args)
         if args.command == "demo":
             from .demo import run_demo
             setup_logging(args.log_level, args.log_file)
@@ -105,6 +117,37 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     except MountError as exc:
         raise _CommandError(str(exc)) from None
     raise UsageError(f"unknown command {args.command}")
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from . import blockcache
+    from .prefetch import prefetch
+
+    if args.action == "prefetch":
+        try:
+            files, size = prefetch(args.paths, progress=not args.quiet)
+        except OSError as exc:
+            raise _CommandError(str(exc)) from None
+        print(f"prefetched {files} files, {_human(size)}")
+        return 0
+    directory = args.cache_dir or load_config(args.config, require_file=args.config is not None).cache_dir
+    directory = directory.expanduser()
+    if args.action == "clear":
+        print(f"cleared {directory}: freed {_human(blockcache.clear(directory))}")
+        return 0
+    stats = blockcache.read_stats(directory)
+    print(f"cache:     {directory}\nbytes:     {_human(stats.bytes)} ({stats.bytes} B)\n"
+          f"files:     {stats.files}\nchunks:    {stats.chunks}\n"
+          f"hit ratio: {stats.hit_ratio:.1%} ({stats.hits} hits, {stats.misses} misses)")
+    return 0
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
 
 
 def _mount(args: argparse.Namespace, argv: list[str]) -> int:

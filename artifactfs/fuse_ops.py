@@ -60,11 +60,11 @@ class ArtifactOperations(pyfuse3.Operations):
     supports_dot_lookup = True
     enable_acl = False
 
-    def __init__(self, namespace: Namespace, reader_factory: Callable[[], Reader], *,
-                 allow_other: bool) -> None:
+    reader: Reader  # set once the trio nursery its fetches run in exists
+
+    def __init__(self, namespace: Namespace, *, allow_other: bool) -> None:
         super().__init__()
         self.ns = namespace
-        self._reader_factory = reader_factory
         self._file_mode = 0o444 if allow_other else 0o400
         self._dir_mode = 0o555 if allow_other else 0o500
         self._uid, self._gid = os.getuid(), os.getgid()
@@ -72,10 +72,6 @@ class ArtifactOperations(pyfuse3.Operations):
         self._handles: dict[int, OpenFile] = {}
         self._dirs: dict[int, list[Node]] = {}
         self._next_fh = 1
-
-    @property
-    def reader(self) -> Reader:
-        return self._reader_factory()
 
     def attributes(self, node: Node) -> pyfuse3.EntryAttributes:
         entry = node.entry

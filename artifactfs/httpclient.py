@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
 from urllib.parse import urljoin, urlsplit
@@ -62,14 +61,6 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
         if seconds is not None:
             return min(max(seconds, 0.0), RETRY_AFTER_CAP)
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
-
-
-@dataclass
-class RangeResult:
-    """What a range fetch learned: bytes written into the buffer and the file's total size."""
-
-    nread: int
-    total: int | None
 
 
 class HttpClient:
@@ -160,119 +151,102 @@ class HttpClient:
             raise RemoteError(f"{self.provider}: {url_path(str(resp.url))}: response is not JSON")
         return body
 
-    def fetch_range(self, source: Source, start: int, buf: memoryview,
-                    on_progress: Callable[[int], None] | None = None) -> RangeResult:
-        """Read ``len(buf)`` bytes at ``start`` into ``buf`` (blocking: run it in a thread).
+    def open_bytes(self, source: Source, start: int, end: int | None) -> "ByteStream":
+        """Open a byte response for ``[start, end]`` (blocking: run it in a thread).
 
-        Verifies the server's answer: a 206 must start where asked, a body must not end before
-        the length it announced. A server that ignores Range (200) is read through to ``start``.
-        Short reads are accepted only at the end of the file. Transient failures are retried
-        from where the bytes stopped. ``on_progress(n)`` reports bytes landed so far, so that
-        waiters on the first chunk of a long range need not wait for all of it.
+        Transient failures before the body (connection errors, 5xx, 429) are retried with
+        backoff; a refused signed URL raises ``SourceExpired`` so the caller resolves it again.
+        A 206 must start where asked; a server that ignores Range answers 200 and the stream
+        says so (``first == 0``), so the caller can cache the whole body as it passes.
         """
-        done = 0
-        last = ""
-        attempt = 0
-        while attempt < MAX_ATTEMPTS:
-            try:
-                result = self._fetch_once(source, start + done, buf[done:],
-                                          (lambda n: on_progress(done + n)) if on_progress else None)
-                done += result.nread
-                at_end = result.total is not None and start + done >= result.total
-                if done == len(buf) or at_end or result.nread == 0:
-                    return RangeResult(done, result.total)
-                continue  # the server sent a shorter range than asked: ask for the rest
-            except _Partial as exc:
-                done += exc.nread
-                last, retry_after = exc.reason, exc.retry_after
-            attempt += 1
-            log.warning("%s: GET %s: %s (attempt %d/%d)", self.provider, url_path(source.url),
-                        last, attempt, MAX_ATTEMPTS)
-            time.sleep(retry_delay(attempt, retry_after))
-        log.error("%s: GET %s gave up after %d attempts: %s", self.provider, url_path(source.url),
-                  MAX_ATTEMPTS, last)
-        raise RemoteError(f"{self.provider}: {url_path(source.url)}: {last}")
-
-    def _fetch_once(self, source: Source, start: int, buf: memoryview,
-                    on_progress: Callable[[int], None] | None) -> RangeResult:
-        """One GET of a byte range; transient trouble raises ``_Partial`` with what arrived."""
-        where = f"{self.provider}: {url_path(source.url)}"
         headers = dict(source.headers)
-        headers["Range"] = f"bytes={start}-{start + len(buf) - 1}"
+        headers["Range"] = f"bytes={start}-{'' if end is None else end}"
         headers["Accept-Encoding"] = "identity"
-        try:
-            resp = self._pool.request("GET", source.url, headers=headers, preload_content=False,
-                                      decode_content=False, redirect=False, retries=False)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _Partial(0, type(exc).__name__) from None
-        nread = 0
-        try:
+        where = f"{self.provider}: {url_path(source.url)}"
+        last = ""
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                log.warning("%s: %s (attempt %d/%d)", where, last, attempt, MAX_ATTEMPTS)
+            try:
+                resp = self._pool.request("GET", source.url, headers=headers, preload_content=False,
+                                          decode_content=False, redirect=False, retries=False)
+            except urllib3.exceptions.HTTPError as exc:
+                last = type(exc).__name__
+                time.sleep(retry_delay(attempt, None))
+                continue
             if resp.status in TRANSIENT_STATUSES:
-                raise _Partial(0, f"HTTP {resp.status}", resp.headers.get("retry-after"))
-            if resp.status == 416:
-                return RangeResult(0, _total_from_content_range(resp.headers.get("content-range")))
-            if resp.status in (400, 401, 403, 410) and not source.headers:
-                raise SourceExpired(f"{where}: storage answered HTTP {resp.status}")
-            if resp.status not in (200, 206):
-                raise error_for_status(resp.status)(f"{where}: HTTP {resp.status}")
-            if resp.status == 206:
-                first, last_byte, total = _parse_content_range(resp.headers.get("content-range"))
-                if first != start:
-                    raise RemoteError(f"{where}: Content-Range starts at {first}, asked {start}")
-                buf = buf[:last_byte - first + 1]
-            else:
-                total = _int_or_none(resp.headers.get("content-length"))
-                if _skip(resp, start) < start:
-                    return RangeResult(0, start if total is None else total)
-            expected = len(buf) if total is None else max(0, min(len(buf), total - start))
-            nread = _read_into(resp, buf[:expected], on_progress)
-            if total is None and nread < expected:
-                total = start + nread
-            elif nread < expected:
-                raise _Partial(nread, f"body ended after {nread} of {expected} bytes")
-            return RangeResult(nread, total)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _Partial(nread, type(exc).__name__) from None
-        finally:
-            if resp.length_remaining == 0:
-                resp.release_conn()
-            else:
+                last = f"HTTP {resp.status}"
                 resp.close()
+                time.sleep(retry_delay(attempt, resp.headers.get("retry-after")))
+                continue
+            return self._stream(resp, source, start, where)
+        log.error("%s: gave up after %d attempts: %s", where, MAX_ATTEMPTS, last)
+        raise RemoteError(f"{where}: {last}")
+
+    def _stream(self, resp: urllib3.BaseHTTPResponse, source: Source, start: int,
+                where: str) -> "ByteStream":
+        status = resp.status
+        if status == 416:
+            resp.close()
+            return ByteStream(None, start, _total_from_content_range(resp.headers.get("content-range")),
+                              where, ranged=True)
+        if status in (200, 206):
+            if status == 200:
+                return ByteStream(resp, 0, _int_or_none(resp.headers.get("content-length")), where,
+                                  ranged=False)
+            try:
+                first, _, total = _parse_content_range(resp.headers.get("content-range"))
+            except RemoteError:
+                resp.close()
+                raise
+            if first == start:
+                return ByteStream(resp, first, total, where, ranged=True)
+            resp.close()
+            raise RemoteError(f"{where}: Content-Range starts at {first}, asked {start}")
+        resp.close()
+        if status in (400, 401, 403, 410) and not source.headers:
+            raise SourceExpired(f"{where}: storage answered HTTP {status}")
+        log.warning("%s: HTTP %d", where, status)
+        raise error_for_status(status)(f"{where}: HTTP {status}")
 
 
-class _Partial(Exception):
-    """A transient failure part-way through a range: how many bytes landed, and why."""
+class ByteStream:
+    """An open byte response: where its body starts in the file, the file's size if known,
+    and whether the server honoured Range (``ranged``) or is sending the whole file."""
 
-    def __init__(self, nread: int, reason: str, retry_after: str | None = None) -> None:
-        super().__init__(reason)
-        self.nread, self.reason, self.retry_after = nread, reason, retry_after
+    def __init__(self, resp: urllib3.BaseHTTPResponse | None, first: int, total: int | None,
+                 where: str, *, ranged: bool) -> None:
+        self._resp, self.first, self.total, self.where = resp, first, total, where
+        self.ranged = ranged
+
+    def readinto(self, buf: memoryview) -> int:
+        """Fill ``buf`` until full or the body ends; a broken body raises RemoteError."""
+        if self._resp is None:
+            return 0
+        try:
+            return _read_into(self._resp, buf)
+        except urllib3.exceptions.HTTPError as exc:
+            raise RemoteError(f"{self.where}: body broke off ({type(exc).__name__})") from None
+
+    def close(self) -> None:
+        """Keep the connection for reuse only when the body was read to its end."""
+        if self._resp is None:
+            return
+        if self._resp.length_remaining == 0:
+            self._resp.release_conn()
+        else:
+            self._resp.close()
 
 
-def _read_into(resp: urllib3.BaseHTTPResponse, buf: memoryview,
-               on_progress: Callable[[int], None] | None) -> int:
+def _read_into(resp: urllib3.BaseHTTPResponse, buf: memoryview) -> int:
     """Fill ``buf`` from the body until it is full or the body ends; returns bytes read."""
     nread = 0
-    step = 1 << 20
     while nread < len(buf):
-        n = resp.readinto(buf[nread:nread + step])
+        n = resp.readinto(buf[nread:])
         if not n:
             break
         nread += n
-        if on_progress:
-            on_progress(nread)
     return nread
-
-
-def _skip(resp: urllib3.BaseHTTPResponse, count: int) -> int:
-    """Discard up to ``count`` bytes of a body (a server that ignored Range); returns how many."""
-    scratch = memoryview(bytearray(min(count, 1 << 20) or 1))
-    skipped = 0
-    while skipped < count:
-        n = resp.readinto(scratch[:min(count - skipped, len(scratch))])
-        if not n:
-            break
-        skipped += n
-    return skipped
 
 
 def _int_or_none(text: str | None) -> int | None:

@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,7 +28,8 @@ from .fuse_ops import ArtifactOperations, KernelInvalidator
 from .namespace import Namespace
 from .providers import make_provider
 from .providers.base import Provider
-from .reader import MemoryChunkStore, Reader
+from .blockcache import BlockCache
+from .reader import Reader
 
 log = logging.getLogger("artifactfs.mount")
 
@@ -36,7 +38,7 @@ READY_TIMEOUT = 60.0
 MIN_TASKS = 4
 MAX_TASKS = 64
 READ_AHEAD_KB = 1024
-MEMORY_CACHE_BYTES = 64 << 20
+GIL_SWITCH_INTERVAL = 0.0005
 
 
 class MountError(Exception):
@@ -81,31 +83,37 @@ def run_foreground(config: Config, mountpoint: Path, *,
                    on_ready: Callable[[], None] = lambda: None) -> None:
     """Mount and serve until unmounted or signalled; raises MountError if it cannot start."""
     check_mountpoint(mountpoint)
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    try:
+        cache = BlockCache(config.cache_dir, config.cache_max_size)
+    except (OSError, sqlite3.Error) as exc:
+        raise MountError(f"cache dir {config.cache_dir}: {exc} (choose another with --cache-dir)") from None
     providers = [make_provider(p, config.cache_dir) for p in config.providers]
-    reader_box: list[Reader] = []
     namespace = Namespace(providers, negative_ttl=config.negative_ttl)
-    ops = ArtifactOperations(namespace, lambda: reader_box[0], allow_other=config.allow_other)
+    ops = ArtifactOperations(namespace, allow_other=config.allow_other)
     options = set(pyfuse3.default_options) | {"fsname=artifactfs", "subtype=artifactfs", "ro"}
     if config.allow_other:
         options.add("allow_other")
     try:
         pyfuse3.init(ops, str(mountpoint), options)
     except RuntimeError as exc:
+        cache.close()
         raise MountError(f"{mountpoint}: cannot mount ({exc}); check /dev/fuse, fusermount3 and, "
                          "for allow_other, user_allow_other in /etc/fuse.conf") from None
     log.info("mounted %s (%s)", mountpoint, ", ".join(p.name for p in providers) or "no providers")
     try:
-        trio.run(_serve, namespace, providers, reader_box, mountpoint, on_ready)
+        trio.run(_serve, ops, providers, cache, mountpoint, on_ready)
     finally:
         pyfuse3.close(unmount=True)
+        cache.close()
         log.info("unmounted %s", mountpoint)
 
 
-async def _serve(namespace: Namespace, providers: list[Provider], reader_box: list[Reader],
+async def _serve(ops: ArtifactOperations, providers: list[Provider], cache: BlockCache,
                  mountpoint: Path, on_ready: Callable[[], None]) -> None:
     async with trio.open_nursery() as nursery:
-        namespace.invalidator = KernelInvalidator(nursery)
-        reader_box.append(Reader(MemoryChunkStore(MEMORY_CACHE_BYTES), nursery, clock=time.time))
+        ops.ns.invalidator = KernelInvalidator(nursery)
+        ops.reader = Reader(cache, nursery, clock=time.time)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         nursery.start_soon(_announce_ready, mountpoint, on_ready)
         try:

@@ -1,32 +1,33 @@
 """open/read: chunk plan, adaptive readahead, single-flight fetches, lazy URL resolution.
 
-A file's bytes are cut into fixed chunks. A read waits only for the chunks it touches;
-sequential reads grow a readahead window (one chunk, doubling up to a cap) fetched as one
-range request in the background, random reads fetch only what they touch. Concurrent
-readers of the same chunk share one fetch. A chunk is handed out only once it holds every
-byte the server announced for it. URLs are resolved on the first read, remembered until
-shortly before they expire, and resolved again when storage refuses them mid-read.
+A file's bytes are cut into fixed chunks kept in the disk cache. A read waits only for
+the chunks it touches; sequential reads grow a readahead window (one chunk, doubling up
+to a cap) fetched as one range request in the background; random reads fetch only the
+chunks they touch. Concurrent readers of one chunk share one fetch. A chunk enters the
+cache only once it holds every byte the server announced for it. URLs are resolved on
+the first read, remembered until shortly before they expire, and resolved again when
+storage refuses them mid-read; the fetch then continues from the next missing chunk.
+A server that ignores Range streams the whole file once, each chunk cached as it passes.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Hashable, Protocol
 
-import cachetools
 import trio
 
+from .blockcache import BlockCache, content_hash
 from .errors import FsError, RemoteError, SourceExpired
-from .httpclient import HttpClient
+from .httpclient import MAX_ATTEMPTS, ByteStream, HttpClient, retry_delay
 from .model import Source
 
 log = logging.getLogger("artifactfs.reader")
 
 CHUNK_SIZE = 1 << 20
-MAX_WINDOW_CHUNKS = 16
+MAX_WINDOW_CHUNKS = 32
 URL_EXPIRY_MARGIN = 30.0
 MAX_RESOLVES = 3
 FETCH_THREADS = 16
@@ -41,34 +42,19 @@ class ContentId:
     fingerprint: str
 
 
-class ChunkStore(Protocol):
-    """Where complete chunks are kept between reads."""
+class OpenFile(Protocol):
+    """What the FUSE layer holds per open file."""
 
-    def get(self, content: ContentId, index: int) -> bytes | None: ...
+    async def read(self, offset: int, size: int) -> bytes: ...
 
-    def put(self, content: ContentId, index: int, data: bytes) -> None: ...
-
-
-class MemoryChunkStore:
-    """Least-recently-used chunks in memory, bounded in bytes."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._chunks: cachetools.LRUCache = cachetools.LRUCache(max_bytes, getsizeof=len)
-
-    def get(self, content: ContentId, index: int) -> bytes | None:
-        return self._chunks.get((content, index))
-
-    def put(self, content: ContentId, index: int, data: bytes) -> None:
-        if len(data) <= self._chunks.maxsize:
-            self._chunks[(content, index)] = data
+    def close(self) -> None: ...
 
 
 class _Pending:
-    """A chunk being fetched: readers wait on ``done``, then take ``data`` or ``error``."""
+    """A chunk being fetched: readers wait on ``done``, then find it cached or see ``error``."""
 
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.data: bytes | None = None
         self.error: FsError | None = None
 
 
@@ -77,6 +63,7 @@ class Content:
     """One file content as readers share it: its source URL, its size once known, fetches."""
 
     id: ContentId
+    hash: str
     resolve: Callable[[], Awaitable[Source]]
     http: HttpClient
     total: int | None
@@ -85,14 +72,8 @@ class Content:
     pending: dict[int, _Pending] = field(default_factory=dict)
     resolve_lock: trio.Lock = field(default_factory=trio.Lock)
     handles: int = 0
-
-
-class OpenFile(Protocol):
-    """What the FUSE layer holds per open file."""
-
-    async def read(self, offset: int, size: int) -> bytes: ...
-
-    def close(self) -> None: ...
+    whole_body_streams: int = 0
+    arrivals: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -125,11 +106,11 @@ class LocalFile:
 
 
 class Reader:
-    """Serves reads of every open file; background fetches run in ``nursery``."""
+    """Serves reads of every open remote file; background fetches run in ``nursery``."""
 
-    def __init__(self, store: ChunkStore, nursery: trio.Nursery, *, clock: Callable[[], float],
+    def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float],
                  chunk_size: int = CHUNK_SIZE, max_window: int = MAX_WINDOW_CHUNKS) -> None:
-        self.store = store
+        self.cache = cache
         self.nursery = nursery
         self.clock = clock
         self.chunk_size = chunk_size
@@ -142,13 +123,20 @@ class Reader:
         """A handle on ``cid``; ``on_size`` hears the true size when a fetch learns it."""
         content = self._contents.get(cid)
         if content is None:
-            content = self._contents[cid] = Content(cid, resolve, http, size, on_size)
+            digest = content_hash(cid.provider, cid.key, cid.fingerprint)
+            known = self.cache.total(digest)
+            content = Content(cid, digest, resolve, http, size if known is None else known, on_size)
+            self._contents[cid] = content
+            if known is not None and known != size:
+                on_size(known)
         content.handles += 1
         return Handle(self, content)
 
     def release(self, handle: Handle) -> None:
-        content = handle.content
-        content.handles -= 1
+        handle.content.handles -= 1
+        self._drop_if_idle(handle.content)
+
+    def _drop_if_idle(self, content: Content) -> None:
         if content.handles <= 0 and not content.pending:
             self._contents.pop(content.id, None)
 
@@ -159,134 +147,221 @@ class Reader:
             return b""
         cs = self.chunk_size
         first, last = offset // cs, (offset + size - 1) // cs
-        if offset == handle.next_offset and offset > 0:
-            handle.window = min(handle.window * 2, self.max_window)
-        elif offset != handle.next_offset:
-            handle.window = 1
-        self._schedule(content, first, last + handle.window)
+        self._adapt_window(handle, offset)
+        self._schedule(content, first, last, handle.window)
         parts: list[bytes] = []
+        end = offset + size
         for index in range(first, last + 1):
-            chunk = await self._chunk(content, index)
-            parts.append(chunk)
-            if len(chunk) < cs:
+            lo = max(offset, index * cs) - index * cs
+            want = min(end, (index + 1) * cs) - index * cs - lo
+            data = await self._read_chunk(content, index, lo, want)
+            parts.append(data)
+            if len(data) < want:
                 break
-        data = b"".join(parts)[offset - first * cs: offset - first * cs + size]
-        handle.next_offset = offset + len(data)
-        return data
+        result = b"".join(parts)
+        handle.next_offset = max(handle.next_offset, offset + len(result))
+        return result
 
-    def _last_index(self, content: Content) -> float:
-        if content.total is None:
-            return math.inf
-        return (content.total - 1) // self.chunk_size if content.total else -1
+    def _adapt_window(self, handle: Handle, offset: int) -> None:
+        """Double the readahead on sequential reads, tolerating the kernel's reordering of
+        its parallel readahead requests; no readahead after a seek (random access)."""
+        slack = self.chunk_size * 2
+        if offset == 0 and handle.next_offset == 0:
+            handle.window = max(handle.window, 1)
+        elif handle.next_offset - slack <= offset <= handle.next_offset + slack:
+            handle.window = min(max(handle.window, 1) * 2, self.max_window)
+        else:
+            handle.window = 0
 
-    def _schedule(self, content: Content, first: int, end: int) -> None:
-        """Start background fetches for the missing chunks in [first, end), one per run."""
-        end = int(min(end, self._last_index(content) + 1))
-        run_start: int | None = None
-        for index in range(first, end + 1):
-            missing = (index < end and index not in content.pending
-                       and self.store.get(content.id, index) is None)
-            if missing and run_start is None:
-                run_start = index
-            elif not missing and run_start is not None:
-                self._start_fetch(content, run_start, index)
-                run_start = None
+    def _beyond_end(self, content: Content, index: int) -> bool:
+        return content.total is not None and index * self.chunk_size >= content.total
+
+    def _present(self, content: Content, index: int) -> bool:
+        return index in content.pending or self.cache.length(content.hash, index) is not None
+
+    def _schedule(self, content: Content, first: int, last: int, window: int) -> None:
+        """Fetch what [first, last] lacks, plus up to ``window`` chunks ahead.
+
+        Readahead is topped up only when less than half a window is left in flight, and
+        then by a whole window in one request, so a sequential reader keeps a few large
+        requests going instead of one small request per read.
+        """
+        if content.whole_body_streams:
+            return  # the origin ignores Range and is already sending every chunk
+        limit = -(-content.total // self.chunk_size) if content.total is not None else None
+        index = first
+        horizon = last + window
+        while index <= horizon and (limit is None or index < limit) and self._present(content, index):
+            index += 1
+        if index > horizon or (limit is not None and index >= limit):
+            return
+        if index > last and index - last - 1 >= max(1, window // 2):
+            return
+        stop = max(index, last + 1) + window
+        if limit is not None:
+            stop = min(stop, limit)
+        run_end = index
+        while run_end < stop and not self._present(content, run_end):
+            run_end += 1
+        self._start_fetch(content, index, run_end)
 
     def _start_fetch(self, content: Content, start: int, end: int) -> None:
         for index in range(start, end):
             content.pending[index] = _Pending()
         self.nursery.start_soon(self._fetch, content, start, end)
 
-    async def _chunk(self, content: Content, index: int) -> bytes:
-        while True:
-            data = self.store.get(content.id, index)
+    async def _read_chunk(self, content: Content, index: int, offset: int, length: int) -> bytes:
+        """``length`` bytes at ``offset`` of chunk ``index``, fetching it if needed.
+
+        While an origin that ignores Range streams the whole body, a missing chunk is
+        awaited from that stream rather than fetched again from the start.
+        """
+        attempt = 0
+        while attempt < MAX_ATTEMPTS:
+            data = self.cache.read(content.hash, index, offset, length)
             if data is not None:
+                self.cache.count(hit=attempt == 0)
                 return data
+            attempt += not content.whole_body_streams
+            if self._beyond_end(content, index):
+                return b""
             pending = content.pending.get(index)
-            if pending is None:
-                if index > self._last_index(content):
-                    return b""
-                self._start_fetch(content, index, index + 1)
+            if pending is None and content.whole_body_streams:
+                await content.arrivals.wait()
                 continue
+            if pending is None:
+                self._start_fetch(content, index, index + 1)
+                pending = content.pending[index]
             await pending.done.wait()
             if pending.error is not None:
                 raise pending.error
-            assert pending.data is not None
-            return pending.data
+        raise RemoteError(f"{content.id.provider}: chunk {index} vanished from the cache repeatedly")
 
     async def _fetch(self, content: Content, start: int, end: int) -> None:
-        """Fetch chunks [start, end) with one range request, handing out each as it lands."""
-        cs = self.chunk_size
-        buf = memoryview(bytearray((end - start) * cs))
-        delivered = start
+        """Fetch chunks [start, end), resuming after broken bodies and refused URLs."""
+        progress = [start]
+        error: FsError | None = None
+        failures = resolves = 0
         token = trio.lowlevel.current_trio_token()
-
-        def deliver_upto(nread: int, total: int | None) -> None:
-            nonlocal delivered
-            while delivered < end:
-                lo = (delivered - start) * cs
-                length = cs if total is None else min(cs, total - delivered * cs)
-                if length <= 0 or nread < lo + length:
-                    break
-                self._complete(content, delivered, bytes(buf[lo:lo + length]))
-                delivered += 1
-
-        def progress(nread: int) -> None:
-            if nread - (delivered - start) * cs >= cs:
-                try:
-                    trio.from_thread.run_sync(deliver_upto, nread, content.total, trio_token=token)
-                except trio.RunFinishedError:
-                    pass
-
         try:
-            for attempt in range(MAX_RESOLVES):
+            while progress[0] < end and not self._beyond_end(content, progress[0]):
                 source = await self._source(content)
-                offset = (delivered - start) * cs
                 try:
-                    result = await trio.to_thread.run_sync(
-                        content.http.fetch_range, source, delivered * cs, buf[offset:],
-                        lambda n: progress(offset + n), limiter=self._limiter, abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(self._stream_chunks, content, source, progress, end,
+                                                  token, limiter=self._limiter, abandon_on_cancel=True)
+                    break
                 except SourceExpired as exc:
-                    log.info("%s: source refused (%s); resolving again", content.id.provider, exc)
+                    resolves += 1
                     content.source = None
-                    continue
-                if result.total is not None and result.total != content.total:
-                    content.total = result.total
-                    content.on_size(result.total)
-                deliver_upto(offset + result.nread, content.total)
-                for index in range(delivered, end):
-                    self._complete(content, index, b"")
-                return
-            raise RemoteError(f"{content.id.provider}: source refused {MAX_RESOLVES} times")
+                    log.info("%s (%d/%d); resolving the URL again", exc, resolves, MAX_RESOLVES)
+                    if resolves >= MAX_RESOLVES:
+                        raise RemoteError(f"{exc}; gave up after {resolves} new URLs") from None
+                except RemoteError as exc:
+                    failures += 1
+                    if failures >= MAX_ATTEMPTS:
+                        raise
+                    log.warning("%s; resuming at chunk %d (attempt %d/%d)", exc, progress[0],
+                                failures, MAX_ATTEMPTS)
+                    await trio.sleep(retry_delay(failures, None))
         except FsError as exc:
-            self._fail(content, start, end, exc)
+            error = exc
+            if not isinstance(exc, RemoteError) or failures < MAX_ATTEMPTS:
+                log.warning("%s: read failed: %s", content.id.provider, exc)
+            else:
+                log.error("%s: read failed: %s", content.id.provider, exc)
         except Exception as exc:  # noqa: BLE001 - a reader must get EIO, never a hang
             log.exception("%s: unexpected error while fetching", content.id.provider)
-            self._fail(content, start, end, RemoteError(str(exc)))
+            error = RemoteError(str(exc))
+        finally:
+            for index in range(start, end):
+                pending = content.pending.pop(index, None)
+                if pending is not None:
+                    if error is None and not self._beyond_end(content, index):
+                        error = RemoteError(f"{content.id.provider}: chunk {index} never arrived")
+                    pending.error = None if self._beyond_end(content, index) else error
+                    pending.done.set()
+            self._drop_if_idle(content)
 
-    def _complete(self, content: Content, index: int, data: bytes) -> None:
-        expected = self._expected_length(content, index)
-        if expected is not None and len(data) != expected:
-            self._fail(content, index, index + 1,
-                       RemoteError(f"chunk {index}: {len(data)} bytes, expected {expected}"))
-            return
-        self.store.put(content.id, index, data)
+    def _stream_chunks(self, content: Content, source: Source, progress: list[int], end: int,
+                       token: trio.lowlevel.TrioToken) -> None:
+        """Worker thread: read a range chunk by chunk straight into the cache.
+
+        ``progress[0]`` is the next chunk still wanted, so a caller can resume after a failure.
+        """
+        cs = self.chunk_size
+        stream = content.http.open_bytes(source, progress[0] * cs, end * cs - 1)
+        if not stream.ranged:
+            self._report(token, self._whole_body, content, 1)
+        try:
+            total = stream.total
+            if total is not None:
+                self._report(token, self._learned_total, content, total)
+            index = stream.first // cs
+            while True:
+                expected = cs if total is None else min(cs, total - index * cs)
+                if expected <= 0:
+                    return
+                n = self._receive_chunk(content, index, expected, stream)
+                if n < expected:
+                    if total is not None:
+                        raise RemoteError(f"{stream.where}: body ended {expected - n} bytes short "
+                                          f"in chunk {index}")
+                    total = index * cs + n
+                    self._report(token, self._learned_total, content, total)
+                    if n == 0:
+                        return
+                if index >= progress[0]:
+                    progress[0] = index + 1
+                    self._report(token, self._arrived, content, index)
+                index += 1
+                if n < cs or (stream.ranged and index >= end):
+                    return
+        finally:
+            stream.close()
+            if not stream.ranged:
+                self._report(token, self._whole_body, content, -1)
+
+    def _receive_chunk(self, content: Content, index: int, expected: int, stream: ByteStream) -> int:
+        """Read one chunk from ``stream`` straight into its cache file; commit it only if it
+        is complete (``expected`` bytes, or the clean end of an unsized body)."""
+        writer = self.cache.writer(content.hash, index, expected)
+        try:
+            n = stream.readinto(writer.buffer)
+        except BaseException:
+            writer.abort()
+            raise
+        if n == expected or (content.total is None and n > 0 and stream.total is None):
+            writer.commit(n)
+        else:
+            writer.abort()
+        return n
+
+    @staticmethod
+    def _report(token: trio.lowlevel.TrioToken, func: Callable[..., None], *args: object) -> None:
+        """Tell the trio thread without waiting for it: the fetch thread keeps reading."""
+        try:
+            token.run_sync_soon(func, *args)
+        except trio.RunFinishedError:
+            pass
+
+    def _arrived(self, content: Content, index: int) -> None:
         pending = content.pending.pop(index, None)
         if pending is not None:
-            pending.data = data
             pending.done.set()
+        content.arrivals.set()
+        content.arrivals = trio.Event()
 
-    def _expected_length(self, content: Content, index: int) -> int | None:
-        if content.total is None:
-            return None
-        return max(0, min(self.chunk_size, content.total - index * self.chunk_size))
+    def _whole_body(self, content: Content, change: int) -> None:
+        """Count streams sending the whole file; wake waiters when one ends."""
+        content.whole_body_streams += change
+        content.arrivals.set()
+        content.arrivals = trio.Event()
 
-    def _fail(self, content: Content, start: int, end: int, error: FsError) -> None:
-        for index in range(start, end):
-            pending = content.pending.pop(index, None)
-            if pending is not None:
-                pending.error = error
-                pending.done.set()
+    def _learned_total(self, content: Content, total: int) -> None:
+        self.cache.set_total(content.hash, total)
+        if content.total != total:
+            content.total = total
+            content.on_size(total)
 
     async def _source(self, content: Content) -> Source:
         """The remembered URL, or a new one if none yet or it is about to expire."""
