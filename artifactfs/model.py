@@ -24,7 +24,8 @@ class Entry:
     ``children`` lets one API call deliver a whole subtree (a Sigmic task's workspace):
     such subdirectories are refreshed together with the directory that listed them.
     ``local_path`` names a file already complete on local disk (an extracted archive member),
-    read directly instead of through the byte engine.
+    read directly instead of through the byte engine. ``listed=False`` marks a name that
+    opens on lookup but is not shown by readdir (a Gumloop search).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Entry:
     immutable: bool = False
     children: list["Entry"] | None = None
     local_path: str | None = None
+    listed: bool = True
 
 
 @dataclass(frozen=True)

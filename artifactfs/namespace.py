@@ -46,7 +46,10 @@ class _NoInvalidator:
 @dataclass(eq=False)
 class Node:
     """One inode. ``owner`` is the directory whose listing fills this one (itself when the
-    provider can list it directly, an ancestor when its contents came embedded)."""
+    provider can list it directly, an ancestor when its contents came embedded).
+    ``listed`` is False for a name that opened on lookup and that the provider does not list
+    (``search/<text>``): readdir does not show it, and a refresh keeps it while the kernel
+    still knows it."""
 
     inode: int
     name: str
@@ -58,6 +61,7 @@ class Node:
     listed_at: float = -math.inf
     lookups: int = 0
     attached: bool = True
+    listed: bool = True
     page_cache_fingerprint: str | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -109,7 +113,7 @@ class Namespace:
             raise FsError(f"{node.name} is not a directory")
         await self.ensure_listed(node)
         assert node.children is not None
-        return [node.children[name] for name in sorted(node.children)]
+        return [node.children[name] for name in sorted(node.children) if node.children[name].listed]
 
     async def refresh_attributes(self, inode: int) -> Node:
         """The node, after refreshing its directory's listing if the TTL ran out."""
@@ -190,6 +194,7 @@ class Namespace:
                 self._missing[(parent.inode, name)] = True
                 raise NotFound(name)
             child = self._new_node(name, entry, parent.provider, parent)
+            child.listed = entry.listed
             parent.children[name] = child
             if entry.children is not None:
                 self._apply(child, entry.children, self.clock())
@@ -215,11 +220,15 @@ class Namespace:
                 if child is not None:
                     self._detach(child)
                 child = self._new_node(name, entry, directory.provider, directory)
+            child.listed = True
             fresh[name] = child
             if entry.children is not None:
                 self._apply(child, entry.children, now)
         for gone in by_key.values():
-            self._detach(gone)
+            if not gone.listed and gone.lookups > 0 and gone.name not in fresh:
+                fresh[gone.name] = gone  # opened by name, not listed: kept while the kernel knows it
+            else:
+                self._detach(gone)
         directory.children = fresh
         directory.listed_at = now
 

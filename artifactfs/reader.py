@@ -371,5 +371,5 @@ class Reader:
                                   and source.expires_at - URL_EXPIRY_MARGIN <= self.clock()):
                 source = content.source = await content.resolve()
                 if content.total is None and source.size is not None:
-                    content.total = source.size
+                    self._learned_total(content, source.size)
             return source

@@ -7,9 +7,11 @@ from pathlib import Path
 from ..config import ProviderConfig
 from ..httpclient import HttpClient
 from .base import Provider
+from .gumloop import GumloopProvider
 from .sigmic import SigmicProvider
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
+    "gumloop": GumloopProvider,
     "sigmic": SigmicProvider,
 }
 

@@ -126,3 +126,22 @@ async def test_removed_entries_are_dropped_once_forgotten() -> None:
     assert gone.inode in ns.nodes
     ns.forget(gone.inode, 1)
     assert gone.inode not in ns.nodes
+
+
+async def test_unlisted_lookups_are_hidden_from_readdir_and_survive_refresh() -> None:
+    ns, provider, clock, _ = make()
+    top = await ns.lookup(1, "fake")
+    original = provider.lookup
+
+    async def hidden(ref: Hashable, name: str) -> Entry | None:
+        entry = await original(ref, name)
+        if entry is not None:
+            entry.listed = False
+        return entry
+
+    provider.lookup = hidden  # type: ignore[method-assign]
+    opened = await ns.lookup(top.inode, "opened")
+    assert [n.name for n in await ns.listing(top.inode)] == ["a.txt"]
+    clock.now += 11
+    await ns.listing(top.inode)
+    assert await ns.lookup(top.inode, "opened") is opened
