@@ -44,6 +44,7 @@ DEFAULT_BASE_URLS = {"gumloop": "https://api.gumloop.com/api/v1", "vm0": "https:
                      "sigmic": "https://api.sigmic.ai", "plangrep": "https://plangrep.com/api/open/v1"}
 DEFAULT_LISTING_TTL = 60.0
 DEFAULT_NEGATIVE_TTL = 5.0
+DEFAULT_TIMEOUT = 30.0
 DEFAULT_CACHE_SIZE = "10GiB"
 GUMLOOP_USER_ID_ENV = "GUMLOOP_USER_ID"
 
@@ -73,6 +74,7 @@ class Config:
     negative_ttl: float
     allow_other: bool
     cache_dir: Path
+    timeout: float
     cache_max_size: int
     providers: tuple[ProviderConfig, ...]
 
@@ -176,6 +178,8 @@ def _is_size(value: Any) -> bool:
 
 _SECONDS = _Kind("a number of seconds >= 0", "e.g. {key} = 60",
                  lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+_TIMEOUT = _Kind("a number of seconds > 0", "e.g. {key} = 30",
+                 lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0)
 _BOOL = _Kind("true or false", "e.g. {key} = false", lambda v: isinstance(v, bool))
 _TEXT = _Kind("a non-empty string", 'e.g. {key} = "..."', lambda v: isinstance(v, str) and v.strip() != "")
 _IDS = _Kind('a list of ids (non-empty strings without "/", not "." or "..")', 'e.g. {key} = ["id1", "id2"]',
@@ -184,7 +188,7 @@ _SIZE = _Kind("a size or a number of bytes", 'e.g. {key} = "10GiB", "512MiB" or 
 _TABLE = _Kind("a table", "write it as a [{dotted}] section", lambda v: isinstance(v, dict))
 
 _TOP_KEYS = {"mount": _TABLE, "cache": _TABLE, "providers": _TABLE}
-_MOUNT_KEYS = {"listing_ttl": _SECONDS, "negative_ttl": _SECONDS, "allow_other": _BOOL}
+_MOUNT_KEYS = {"listing_ttl": _SECONDS, "negative_ttl": _SECONDS, "allow_other": _BOOL, "timeout": _TIMEOUT}
 _CACHE_KEYS = {"dir": _TEXT, "max_size": _SIZE}
 _PROVIDER_KEYS = {"type": _TEXT, "base_url": _TEXT, "token_env": _TEXT, "token_file": _TEXT, "token": _TEXT,
                   "listing_ttl": _SECONDS}
@@ -291,6 +295,7 @@ class _Loader:
             negative_ttl=float(mount.get("negative_ttl", DEFAULT_NEGATIVE_TTL)),
             allow_other=bool(_first(overrides.allow_other, mount.get("allow_other"), False)),
             cache_dir=cache_dir,
+            timeout=float(mount.get("timeout", DEFAULT_TIMEOUT)),
             cache_max_size=max_size,
             providers=tuple(self.provider(name, table, overrides.listing_ttl, mount_ttl)
                             for name, table in providers.items()),

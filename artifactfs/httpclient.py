@@ -25,7 +25,7 @@ from .model import Source
 log = logging.getLogger("artifactfs.http")
 
 CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 30.0
+READ_TIMEOUT = 30.0  # per attempt; [mount] timeout
 MAX_ATTEMPTS = 4
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
@@ -33,6 +33,11 @@ RETRY_AFTER_CAP = 30.0
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 Classifier = Callable[[int, Any], "type[FsError] | None"]
+
+
+def deadline_for(timeout: float) -> float:
+    """How long one request may take in all, retries and backoff included."""
+    return 2 * timeout + 2 * BACKOFF_CAP
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -66,18 +71,21 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
 class HttpClient:
     """One per provider: knows its base URL, its auth headers and whom they may go to."""
 
-    def __init__(self, provider: str, base_url: str, auth_headers: Mapping[str, str],
-                 pool: urllib3.PoolManager | None = None) -> None:
+    def __init__(self, provider: str, base_url: str, auth_headers: Mapping[str, str], *,
+                 timeout: float = READ_TIMEOUT, pool: urllib3.PoolManager | None = None) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._origin = origin_of(self.base_url)
         self._auth = dict(auth_headers)
+        connect = min(timeout, CONNECT_TIMEOUT)
         self._api = httpx.AsyncClient(
-            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
+            timeout=httpx.Timeout(timeout, connect=connect),
             follow_redirects=False,
             headers={"User-Agent": "artifactfs", "Accept": "application/json"},
         )
+        self._byte_timeout = urllib3.Timeout(connect=connect, read=timeout)
         self._pool = pool or shared_pool()
+        self.deadline = deadline_for(timeout)
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -105,6 +113,13 @@ class HttpClient:
         ``success: false``). With ``follow=False`` a 3xx is returned as is (vm0's 302).
         """
         url = self.url(path)
+        with trio.move_on_after(self.deadline):
+            return await self._request(url, params, classify, follow)
+        log.error("%s: GET %s: no answer within %.0f s", self.provider, url_path(url), self.deadline)
+        raise RemoteError(f"{self.provider}: {url_path(url)}: no answer within {self.deadline:.0f} s")
+
+    async def _request(self, url: str, params: Mapping[str, Any] | None,
+                       classify: Classifier | None, follow: bool) -> httpx.Response:
         last: str = ""
         for attempt in range(MAX_ATTEMPTS):
             started = time.monotonic()
@@ -169,7 +184,8 @@ class HttpClient:
                 log.warning("%s: %s (attempt %d/%d)", where, last, attempt, MAX_ATTEMPTS)
             try:
                 resp = self._pool.request("GET", source.url, headers=headers, preload_content=False,
-                                          decode_content=False, redirect=False, retries=False)
+                                          decode_content=False, redirect=False, retries=False,
+                                          timeout=self._byte_timeout)
             except urllib3.exceptions.HTTPError as exc:
                 last = type(exc).__name__
                 time.sleep(retry_delay(attempt, None))
@@ -292,6 +308,5 @@ def shared_pool() -> urllib3.PoolManager:
     if _POOL is None:
         _POOL = urllib3.PoolManager(
             num_pools=32, maxsize=32, block=False,
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
         )
     return _POOL

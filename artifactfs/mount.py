@@ -88,7 +88,7 @@ def run_foreground(config: Config, mountpoint: Path, *,
         cache = BlockCache(config.cache_dir, config.cache_max_size)
     except (OSError, sqlite3.Error) as exc:
         raise MountError(f"cache dir {config.cache_dir}: {exc} (choose another with --cache-dir)") from None
-    providers = [make_provider(p, config.cache_dir) for p in config.providers]
+    providers = [make_provider(p, config.cache_dir, config.timeout) for p in config.providers]
     namespace = Namespace(providers, negative_ttl=config.negative_ttl)
     ops = ArtifactOperations(namespace, allow_other=config.allow_other)
     options = set(pyfuse3.default_options) | {"fsname=artifactfs", "subtype=artifactfs", "ro"}

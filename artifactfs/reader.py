@@ -232,7 +232,11 @@ class Reader:
             if pending is None:
                 self._start_fetch(content, index, index + 1)
                 pending = content.pending[index]
-            await pending.done.wait()
+            with trio.move_on_after(content.http.deadline):
+                await pending.done.wait()
+            if not pending.done.is_set():
+                log.error("%s: chunk %d did not arrive in time", content.id.provider, index)
+                raise RemoteError(f"{content.id.provider}: chunk {index} did not arrive in time")
             if pending.error is not None:
                 raise pending.error
         raise RemoteError(f"{content.id.provider}: chunk {index} vanished from the cache repeatedly")

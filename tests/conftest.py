@@ -52,6 +52,21 @@ def fuse_available() -> None:
         pytest.skip(f"FUSE is unusable here: {problem}")
 
 
+STORAGE_REQUESTS: list[dict] = []
+SECRETS: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def secrets_never_reach_storage() -> Iterator[None]:
+    """Over the whole run: no request to a storage origin carried a token or the user id."""
+    yield
+    leaks = [request["path"] for request in STORAGE_REQUESTS
+             if {"authorization", "x-auth-key"} & set(request["headers"])
+             or any(secret in text for secret in SECRETS
+                    for text in (request["query"], *request["headers"].values()))]
+    assert not leaks, f"secrets reached a storage origin: {leaks[:20]}"
+
+
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     emu = Emulator()
@@ -60,6 +75,8 @@ def emulator() -> Iterator[Emulator]:
         yield emu
     finally:
         emu.stop()
+        SECRETS.update((*emu.tokens.values(), emu.gumloop_user_id))
+        STORAGE_REQUESTS.extend(emu.requests(origin="storage"))
 
 
 def fuse_mounts() -> list[str]:
@@ -159,7 +176,10 @@ def mount(tmp_path: Path, emulator: Emulator, fuse_available: None) -> Iterator[
     for m in started:
         assert str(m.path) not in fuse_mounts(), f"{m.path} is still mounted"
         assert m.proc.poll() is not None, "daemon still running"
-        unexpected = [line for line in m.log_text().splitlines()
+        log_text = m.log_text()
+        for secret in (*emulator.tokens.values(), emulator.gumloop_user_id):
+            assert secret not in log_text, "a secret reached the daemon log"
+        unexpected = [line for line in log_text.splitlines()
                       if (" ERROR " in line or "Traceback" in line)
                       and not any(ok in line for ok in m.expected_log)]
         assert not unexpected, "unexpected errors in the daemon log:\n" + "\n".join(unexpected)

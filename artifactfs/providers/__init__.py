@@ -24,8 +24,8 @@ def auth_headers(config: ProviderConfig) -> dict[str, str]:
     return headers
 
 
-def make_provider(config: ProviderConfig, cache_dir: Path) -> Provider:
+def make_provider(config: ProviderConfig, cache_dir: Path, timeout: float) -> Provider:
     """The provider for one ``[providers.*]`` table; a type without one yet lists empty."""
     cls = PROVIDER_CLASSES.get(config.type, Provider)
-    return cls(config, HttpClient(config.name, config.base_url, auth_headers(config)),
-               cache_dir / "providers" / config.name)
+    http = HttpClient(config.name, config.base_url, auth_headers(config), timeout=timeout)
+    return cls(config, http, cache_dir / "providers" / config.name)
