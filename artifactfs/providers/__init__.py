@@ -8,11 +8,15 @@ from ..config import ProviderConfig
 from ..httpclient import HttpClient
 from .base import Provider
 from .gumloop import GumloopProvider
+from .plangrep import PlangrepProvider
 from .sigmic import SigmicProvider
+from .vm0 import Vm0Provider
 
 PROVIDER_CLASSES: dict[str, type[Provider]] = {
     "gumloop": GumloopProvider,
     "sigmic": SigmicProvider,
+    "vm0": Vm0Provider,
+    "plangrep": PlangrepProvider,
 }
 
 
