@@ -184,6 +184,10 @@ class ArtifactOperations(pyfuse3.Operations):
 
     @translated
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        """Only ``user.*`` names exist; ``ls -l`` asks for ACL and SELinux names of every
+        file, so those are answered before any work."""
+        if not name.startswith(b"user."):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         value = self._xattrs(self.ns.node(inode)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
