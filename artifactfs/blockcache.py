@@ -4,9 +4,8 @@ Layout: ``blocks/<hh>/<content hash>.<index>`` data files and an sqlite3 index
 (``index.sqlite3``) of which chunks exist, their lengths and when they were last used.
 A chunk is written to a temporary file and renamed into place before its index row is
 committed, so a crash (even ``kill -9``) leaves either a complete chunk or none; leftover
-temporary files are swept at start. A fetch writes a chunk straight from the socket into
-the memory-mapped temporary file (``ChunkWriter``), so bytes are copied once, from the
-kernel's socket buffer into the cache's pages, and no Python thread shuffles buffers. A chunk whose file is missing or has the wrong length
+temporary files are swept at start. A fetch reads a chunk from the socket into a reused
+per-thread buffer (``ChunkWriter``) and writes it out once it is complete. A chunk whose file is missing or has the wrong length
 is a miss, never an error. Least-recently-used chunks are evicted beyond ``max_size``.
 The in-memory index mirrors sqlite so the read path never touches the database.
 """
@@ -18,7 +17,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import mmap
 import threading
 import time
 from collections import OrderedDict
@@ -126,21 +124,33 @@ class BlockCache:
         return data
 
     def writer(self, content: str, index: int, size: int) -> "ChunkWriter":
-        """A chunk being written: fill ``buffer``, then ``commit(length)`` or ``abort()``."""
+        """A chunk being received: fill ``buffer``, then ``commit(length)`` or ``abort()``."""
+        return ChunkWriter(self, content, index, size)
+
+    def put(self, content: str, index: int, data: bytes) -> None:
+        """Store a complete chunk given as bytes."""
+        self._store(content, index, memoryview(data))
+
+    def _store(self, content: str, index: int, data: memoryview) -> None:
+        """Durably: a temporary file renamed into place, then the index row."""
         path = self._path(content, index)
         tmp = path.with_name(f"{path.name}.tmp{threading.get_ident()}")
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
             path.parent.mkdir(exist_ok=True)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        return ChunkWriter(self, content, index, fd, tmp, path, size)
-
-    def put(self, content: str, index: int, data: bytes) -> None:
-        """Store a complete chunk given as bytes (the writer path without a socket)."""
-        writer = self.writer(content, index, len(data))
-        writer.buffer[:len(data)] = data
-        writer.commit(len(data))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = data
+            while view:
+                view = view[os.write(fd, view):]
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, path)
+        self._committed(content, index, len(data))
 
     def _committed(self, content: str, index: int, length: int) -> None:
         with self._lock:
@@ -219,34 +229,25 @@ class BlockCache:
 
 
 class ChunkWriter:
-    """A temporary chunk file, memory-mapped so a socket can read straight into it.
+    """A chunk being received: the socket reads into ``buffer`` (a per-thread buffer reused
+    for every chunk, so no fresh memory is faulted in per chunk); ``commit`` writes it to a
+    temporary file, renames it into place and indexes it. Nothing is visible before that,
+    and ``abort`` leaves no trace."""
 
-    Nothing is visible to readers until ``commit``: the file is trimmed to the length
-    received, renamed into place, then indexed. ``abort`` leaves no trace.
-    """
+    _local = threading.local()
 
-    def __init__(self, cache: BlockCache, content: str, index: int, fd: int, tmp: Path,
-                 path: Path, size: int) -> None:
+    def __init__(self, cache: BlockCache, content: str, index: int, size: int) -> None:
         self._cache, self._content, self._index = cache, content, index
-        self._fd, self._tmp, self._path = fd, tmp, path
-        os.ftruncate(fd, max(size, 1))
-        self._map = mmap.mmap(fd, max(size, 1))
-        self.buffer = memoryview(self._map)[:size]
-
-    def _release(self) -> None:
-        self.buffer.release()
-        self._map.close()
-        os.close(self._fd)
+        scratch: bytearray | None = getattr(self._local, "scratch", None)
+        if scratch is None or len(scratch) < size:
+            scratch = self._local.scratch = bytearray(size)
+        self.buffer = memoryview(scratch)[:size]
 
     def commit(self, length: int) -> None:
-        self._release()
-        os.truncate(self._tmp, length)
-        os.replace(self._tmp, self._path)
-        self._cache._committed(self._content, self._index, length)
+        self._cache._store(self._content, self._index, self.buffer[:length])
 
     def abort(self) -> None:
-        self._release()
-        self._tmp.unlink(missing_ok=True)
+        pass
 
 
 def read_stats(directory: Path) -> CacheStats:

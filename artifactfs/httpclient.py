@@ -37,7 +37,7 @@ Classifier = Callable[[int, Any], "type[FsError] | None"]
 
 def deadline_for(timeout: float) -> float:
     """How long one request may take in all, retries and backoff included."""
-    return 2 * timeout + 2 * BACKOFF_CAP
+    return 2 * timeout + min(timeout, 2 * BACKOFF_CAP)
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -211,14 +211,17 @@ class HttpClient:
                 return ByteStream(resp, 0, _int_or_none(resp.headers.get("content-length")), where,
                                   ranged=False)
             try:
-                first, _, total = _parse_content_range(resp.headers.get("content-range"))
-            except RemoteError:
+                first, last, total = _parse_content_range(resp.headers.get("content-range"))
+                length = _int_or_none(resp.headers.get("content-length"))
+                if first != start:
+                    raise RemoteError(f"Content-Range starts at {first}, asked {start}")
+                if (total is not None and last >= total) or (length is not None and length != last - first + 1):
+                    raise RemoteError(f"Content-Range {first}-{last}/{total} disagrees with its length")
+            except RemoteError as exc:
                 resp.close()
-                raise
-            if first == start:
-                return ByteStream(resp, first, total, where, ranged=True)
-            resp.close()
-            raise RemoteError(f"{where}: Content-Range starts at {first}, asked {start}")
+                log.warning("%s: %s", where, exc)
+                raise RemoteError(f"{where}: {exc}") from None
+            return ByteStream(resp, first, total, where, ranged=True)
         resp.close()
         if status in (400, 401, 403, 410) and not source.headers:
             raise SourceExpired(f"{where}: storage answered HTTP {status}")
