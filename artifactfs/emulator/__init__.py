@@ -4,12 +4,15 @@ Standard library only. ``Emulator`` serves two loopback origins:
 
 - API origin, one prefix per provider (``Emulator.base_urls()``): ``/gumloop/api/v1``,
   ``/vm0``, ``/sigmic``, ``/plangrep/api/open/v1`` (also ``/api/open/v1``, the doc's
-  origin-relative artifact URLs), and ``/_emulator/`` control endpoints (no auth).
+  origin-relative artifact URLs), ``/_emulator/`` control endpoints (no auth), and
+  ``/static/{task_id}/...``: every Sigmic task's files as a plain HTTP directory tree
+  (nginx-autoindex HTML, no auth), for benchmarks against rclone's http backend and httpdirfs.
 - Storage origin: the signed/presigned URLs Gumloop's ``download_url`` and vm0's 302 point to.
 
 Where the provider docs are silent, each module's docstring says what was chosen:
-``gumloop``, ``vm0``, ``sigmic``, ``plangrep`` (API behaviour), ``storage`` and
-``signing`` (signed URLs), ``paging`` (cursors), ``state`` (timestamps, switches).
+``gumloop``, ``vm0``, ``sigmic``, ``plangrep`` (API behaviour), ``static``, ``storage`` and
+``signing`` (signed URLs), ``paging`` (cursors), ``state`` (timestamps, switches), ``faults``
+(fault injection: ``Emulator.faults(origin).set(kind, ...)``).
 """
 
 from .app import Emulator

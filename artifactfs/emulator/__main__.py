@@ -36,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--empty", action="store_true", help="start without sample data")
     args = parser.parse_args(argv)
 
+    emulator = Emulator(
+        seed_sample_data=not args.empty, api_port=args.api_port, storage_port=args.storage_port, host=args.host
+    )
+    return serve(emulator, args.ready_file, args.host)
+
+
+def serve(emulator: Emulator, ready_file: Path | None, host: str = "127.0.0.1") -> int:
+    """Start ``emulator`` (not yet started), announce it, and serve until SIGINT/SIGTERM."""
     # Blocked before any thread starts, so every thread inherits the mask and the
     # signals are only ever taken by sigwait below: no KeyboardInterrupt traceback.
     # Dispositions are reset first: an inherited SIG_IGN (a shell's background job)
@@ -43,18 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    emulator = Emulator(
-        seed_sample_data=not args.empty, api_port=args.api_port, storage_port=args.storage_port, host=args.host
-    )
     try:
         emulator.start()
     except OSError as exc:
-        print(f"artifactfs emulator: cannot listen on {args.host}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"artifactfs emulator: cannot listen on {host}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     try:
         info = json.dumps(emulator.ready_info())
-        if args.ready_file:
-            _write_atomically(args.ready_file, info + "\n")
+        if ready_file:
+            _write_atomically(ready_file, info + "\n")
         print(info, flush=True)
         signal.sigwait(STOP_SIGNALS)
     finally:

@@ -3,7 +3,8 @@
 The API origin serves all four provider APIs under path prefixes (``base_urls()``);
 the storage origin serves the signed URLs that Gumloop's ``download_url`` and vm0's
 302 point to. Both record every request in one log (``requests()``), and each has
-a fault hook (``origins[name].faults``) consulted before routing.
+fault switches (``faults(name).set(kind, ...)``, ``clear_faults()``; see ``faults``) and
+a custom fault hook (``origins[name].faults``), consulted before routing.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ No auth (it only ever listens on loopback). Endpoints:
   POST /_emulator/sigmic/put   {"task_id", "path", "content": text | "size" + "seed",
                                 "mime_type"?, "category"?, "modified_at"?}
   POST /_emulator/set          {"url_ttl": 5, "storage_ignore_range": true, ...}  (see ``World.set``)
+  POST /_emulator/faults       {"origin": "storage", "kind": "cut", "after": 100, "count"?, "path_contains"?}
+                               or {"clear": true, "origin"?}  (see ``faults``)
 Success is 200 ``{"ok": true}``; bad input is 400 ``{"error": "..."}``.
 """
 
@@ -41,11 +43,29 @@ def handle(world: World, request_log: RequestLog, req: Request) -> Reply:
                 )
             case ("POST", "/set"):
                 world.set(**req.json())
+            case ("POST", "/faults"):
+                _faults(world, req.json())
             case _:
                 return json_reply(404, {"error": f"no control endpoint {req.method} {req.path}"})
     except (KeyError, TypeError, ValueError) as exc:
         return json_reply(400, {"error": f"{type(exc).__name__}: {exc}"})
     return json_reply(200, {"ok": True})
+
+
+def _faults(world: World, body: Any) -> None:
+    if not isinstance(body, dict):
+        raise TypeError("expected a JSON object")
+    options = dict(body)
+    origin = options.pop("origin", None)
+    if options.pop("clear", False):
+        if origin is None:
+            world.clear_faults()
+        else:
+            world.faults(origin).clear()
+        return
+    if origin is None or "kind" not in options:
+        raise KeyError("origin and kind are required (or clear)")
+    world.faults(origin).set(options.pop("kind"), **options)
 
 
 def _content(body: dict[str, Any]) -> Blob:

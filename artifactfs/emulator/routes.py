@@ -1,10 +1,10 @@
-"""The API origin's router: one path prefix per provider, plus ``/_emulator/``."""
+"""The API origin's router: one path prefix per provider, ``/static/`` and ``/_emulator/``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import control, gumloop, plangrep, sigmic, vm0
+from . import control, gumloop, plangrep, sigmic, static, vm0
 from .server import BlobReply, Reply, Request, RequestLog, json_reply, path_parts
 from .state import World
 
@@ -23,6 +23,7 @@ _HANDLERS: list[tuple[str, Handler]] = [
     (BASE_PATHS["sigmic"], sigmic.handle),
     (BASE_PATHS["plangrep"], plangrep.handle),
     (plangrep.DOC_PREFIX, plangrep.handle),  # the doc's origin-relative artifact ``url``s
+    (static.PREFIX, static.handle),  # Sigmic tasks' files as a plain directory tree, no auth
 ]
 
 

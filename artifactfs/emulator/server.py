@@ -1,7 +1,9 @@
 """HTTP plumbing shared by both origins: parsing, replies, byte serving, request log.
 
 Route handlers are plain functions ``Request -> Reply``; everything about the wire
-(keep-alive, Range, chunked framing, HEAD, logging) happens here, once.
+(keep-alive, Range, chunked framing, HEAD, logging) happens here, once. So does acting
+on a ``Fault`` (deciding which one applies is ``_Handler._decide``; the switches are in
+``faults``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hmac
 import json
 import logging
 import socket
+import struct
+import sys
 import threading
 import time
 import urllib.parse
@@ -75,20 +79,50 @@ class BlobReply:
     length: bool = True
 
 
-FaultHook = Callable[[Request], "Reply | BlobReply | None"]
+@dataclass(frozen=True)
+class Fault:
+    """A misbehaviour decided for one request; ``_Handler`` acts on it (kinds: see ``faults``).
+
+    ``refuse`` (close, no response) and ``hang`` (silence for ``seconds``) replace the
+    response; a ``reply`` (``status``, ``throttle``) is sent instead of the route's; ``slow``
+    (``rate`` bytes/s, or ``delay`` s before each 64 KiB piece) and ``cut`` (close after
+    ``after`` body bytes; None: half) shape the route's body; ``bad_range`` (``shift``,
+    ``total``) and ``ignore_range`` change how a Range is answered; ``expire_signatures``
+    only marks the log entry (the signer itself refuses the URL).
+    """
+
+    kind: str
+    reply: Reply | None = None
+    seconds: float = 0.0
+    rate: float | None = None
+    delay: float | None = None
+    after: int | None = None
+    shift: int = 0
+    total: int | None = None
+
+
+FaultHook = Callable[[Request], "Reply | BlobReply | Fault | None"]
+SLOW_PIECE = 64 * 1024
+
+
+class _Stop(Exception):
+    """Stop the response here and close the connection (a cut, or the emulator stopping)."""
 
 
 @dataclass
 class OriginSettings:
     """Per-origin switches, read at every request.
 
-    ``faults`` is the single fault-injection hook: called first for every request
-    (after it is logged); a reply it returns is sent instead of the route's.
+    Fault hooks are called first for every request (after it is logged): ``faults``, a
+    custom hook a test may assign, then ``fault_switches`` (the origin's ``FaultSwitches``,
+    ``World.faults(origin)``); the first non-None answer counts. A Reply/BlobReply is
+    sent instead of the route's; a ``Fault`` is acted on by the handler.
     """
 
     ignore_range: bool = False
     chunked: bool = False
     faults: FaultHook | None = None
+    fault_switches: FaultHook | None = None
 
 
 def json_reply(status: int, obj: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -210,6 +244,7 @@ class Origin(ThreadingHTTPServer):
         self.request_log = request_log
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self.closing = threading.Event()  # set by shutdown(): hangs and slow bodies end at once
         super().__init__(address, _Handler)
 
     @property
@@ -226,6 +261,16 @@ class Origin(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(request)
         super().shutdown_request(request)
+
+    def shutdown(self) -> None:
+        self.closing.set()
+        super().shutdown()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is normal (no stderr traceback); anything else is logged."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        log.exception("emulator %s origin: error serving %s", self.name, client_address)
 
     def drop_connections(self) -> None:
         """Cut idle keep-alive connections so a stopped origin really stops answering."""
@@ -258,6 +303,9 @@ class _Handler(BaseHTTPRequestHandler):
             key = name.lower()
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         req = Request(self.server.name, self.command, raw_path, query, headers, self.rfile.read(length))
+        self.fault: Fault | None = None
+        self._body_left: int | None = None  # cut: body bytes still to send
+        self._body_start = 0.0  # slow: when the body began
         self._entry: dict[str, Any] = {
             "origin": req.origin,
             "method": req.method,
@@ -267,26 +315,57 @@ class _Handler(BaseHTTPRequestHandler):
             "status": None,
             "time": time.time(),
             "bytes_sent": 0,
+            "fault": None,  # the kind of fault injected into this request, if any
         }
         self.server.request_log.add(self._entry)
+        reply: Reply | BlobReply | None = None
         try:
-            hook = self.server.settings.faults
-            reply = (hook(req) if hook else None) or self.server.router(req)
+            answer = self._decide(req)
+            if isinstance(answer, Fault):
+                self.fault = answer
+                self._entry["fault"] = answer.kind
+                answer = answer.reply
+            if answer is None and not (self.fault and self.fault.kind in ("refuse", "hang")):
+                answer = self.server.router(req)
+            reply = answer
         except Exception:
             log.exception("emulator route failed: %s %s", req.method, req.path)
             reply = json_reply(500, {"error": "internal emulator error"})
         try:
-            if isinstance(reply, BlobReply):
+            if reply is None:  # refuse or hang
+                self._withhold()
+            elif isinstance(reply, BlobReply):
                 serve_blob(self, req, reply, self.server.settings)
             else:
                 self.begin(reply.status, reply.headers, len(reply.body))
                 if req.method != "HEAD":
                     self.send_body(reply.body)
-        except (ConnectionError, TimeoutError):  # the client went away mid-response
+        except (ConnectionError, TimeoutError, _Stop):  # the client went away, or the body was cut
             self.close_connection = True
 
-    def begin(self, status: int, headers: dict[str, str], length: int | None) -> None:
-        """Status line and headers; ``length=None`` means chunked framing."""
+    def _decide(self, req: Request) -> Reply | BlobReply | Fault | None:
+        """The one place a request's fault is decided: the custom hook, else the fault switches."""
+        settings = self.server.settings
+        for hook in (settings.faults, settings.fault_switches):
+            answer = hook(req) if hook else None
+            if answer is not None:
+                return answer
+        return None
+
+    def _withhold(self) -> None:
+        """``refuse``: close at once, with a reset where the OS allows; ``hang``: silence, then close."""
+        assert self.fault is not None
+        self.close_connection = True
+        if self.fault.kind == "hang":
+            self.server.closing.wait(self.fault.seconds)
+            return
+        # Linger 0: the final close sends RST, not FIN. Closing here only drops this
+        # reference; the socket really closes when the handler's files let go of it.
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def begin(self, status: int, headers: dict[str, str], length: int | None, size: int | None = None) -> None:
+        """Status line and headers; ``length=None`` means chunked framing (then ``size`` is the body's)."""
         self._entry["status"] = status
         self.send_response(status)
         for name, value in headers.items():
@@ -296,11 +375,43 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(length))
         self.end_headers()
+        size = length if size is None else size
+        if self.fault is not None and self.fault.kind == "cut" and size is not None:
+            self._body_left = min(size, size // 2 if self.fault.after is None else self.fault.after)
+        self._body_start = time.monotonic()
 
     def send_body(self, data: bytes | memoryview) -> None:
+        """Body bytes, as the fault (if any) allows: throttled for ``slow``, cut short for ``cut``."""
+        fault = self.fault
+        if fault is not None and fault.kind == "slow":
+            self._send_slowly(memoryview(data), fault)
+            return
+        if self._body_left is not None:
+            data = data[: self._body_left]
+            self._body_left -= len(data)
+            self._write_body(data)
+            if not self._body_left:
+                raise _Stop
+            return
+        self._write_body(data)
+
+    def _write_body(self, data: bytes | memoryview) -> None:
         # Counted before the write so the log is final by the time the client has the bytes.
         self._entry["bytes_sent"] += len(data)
         self.wfile.write(data)
+
+    def _send_slowly(self, view: memoryview, fault: Fault) -> None:
+        """``rate``: no body byte goes out before ``start + offset / rate``; ``delay``: a pause before each piece."""
+        piece = SLOW_PIECE if fault.rate is None else max(1, min(SLOW_PIECE, int(fault.rate / 20)))
+        for pos in range(0, len(view), piece):
+            part = view[pos : pos + piece]
+            if fault.rate is not None:
+                pause = self._body_start + (self._entry["bytes_sent"] + len(part)) / fault.rate - time.monotonic()
+            else:
+                pause = fault.delay or 0.0
+            if pause > 0 and self.server.closing.wait(pause):
+                raise _Stop
+            self._write_body(part)
 
     def send_chunks(self, chunks: Iterable[memoryview], chunked: bool) -> None:
         for chunk in chunks:
@@ -316,7 +427,8 @@ class _Handler(BaseHTTPRequestHandler):
 def serve_blob(handler: _Handler, req: Request, reply: BlobReply, settings: OriginSettings) -> None:
     """The one byte-serving path: Range (206/416), HEAD, ETag, Last-Modified, chunked or sized."""
     total = reply.blob.size
-    ranges = reply.ranges and not settings.ignore_range
+    fault = handler.fault
+    ranges = reply.ranges and not settings.ignore_range and not (fault and fault.kind == "ignore_range")
     sized = reply.length and not settings.chunked
     headers = {
         "Content-Type": reply.content_type,
@@ -337,8 +449,13 @@ def serve_blob(handler: _Handler, req: Request, reply: BlobReply, settings: Orig
     if wanted is not None:
         first, last = wanted
         status = 206
-        headers["Content-Range"] = f"bytes {first}-{last}/{total}"
+        shown_total = total
+        if fault is not None and fault.kind == "bad_range":  # other bytes than asked, labelled as such
+            first = min(max(first + fault.shift, 0), total - 1)
+            last = min(first + (wanted[1] - wanted[0]), total - 1)
+            shown_total = total if fault.total is None else fault.total
+        headers["Content-Range"] = f"bytes {first}-{last}/{shown_total}"
     count = last - first + 1
-    handler.begin(status, headers, count if sized else None)
+    handler.begin(status, headers, count if sized else None, size=count)
     if req.method != "HEAD":
         handler.send_chunks(reply.blob.chunks(first, count), chunked=not sized)

@@ -68,5 +68,10 @@ def _download(world: World, req: Request, task_id: str) -> Reply | BlobReply:
         f = files.get(path)
     if f is None:
         return _error(404, "NOT_FOUND", "File not found")
+    return file_reply(task_id, f, filename=f.path.rsplit("/", 1)[-1])
+
+
+def file_reply(task_id: str, f: SigmicFile, filename: str | None) -> BlobReply:
+    """The bytes of one workspace file (also served by the ``static`` tree)."""
     tag = hashlib.sha256(f"{task_id}\n{f.path}\n{f.revision}\n{f.blob.size}\n{f.modified_at}".encode()).hexdigest()[:32]
-    return BlobReply(f.blob, f.mime_type, f'"{tag}"', f.modified_at, filename=f.path.rsplit("/", 1)[-1])
+    return BlobReply(f.blob, f.mime_type, f'"{tag}"', f.modified_at, filename=filename)

@@ -3,12 +3,17 @@
 Simplified on purpose: the signature is HMAC-SHA256 over ``path`` and the absolute
 expiry (unix seconds), so a changed path, expiry or signature is refused. The HTTP
 method is not signed, so a GET URL also answers HEAD (real S3/GCS are stricter).
+
+``Signer.revoke_all()`` (the ``expire_signatures`` fault) retires the secret: every URL
+signed so far is then refused as expired, early, while URLs signed afterwards work.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -40,15 +45,43 @@ class Signer:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        self._revoked: tuple[bytes, ...] = ()  # secrets of URLs that now read as expired
+        self._lock = threading.Lock()
 
-    def _signature(self, path: str, expires: int) -> str:
-        return hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    @staticmethod
+    def _signature(secret: bytes, path: str, expires: int) -> str:
+        return hmac.new(secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def sign(self, base_url: str, path: str, scheme: Scheme, ttl: float) -> str:
         """``base_url + path`` with expiry ``now + ttl`` and its signature."""
         expires = int(time.time() + ttl)
-        query = urllib.parse.urlencode({scheme.expires: expires, scheme.signature: self._signature(path, expires)})
+        signature = self._signature(self._secret, path, expires)
+        query = urllib.parse.urlencode({scheme.expires: expires, scheme.signature: signature})
         return f"{base_url}{path}?{query}"
+
+    def revoke_all(self) -> None:
+        """Every URL signed so far is refused as expired from now on; later ones are signed anew."""
+        with self._lock:
+            self._revoked += (self._secret,)
+            self._secret = os.urandom(32)
+
+    def revoked(self, path: str, params: dict[str, str]) -> bool:
+        """Whether the URL (either scheme) carries a genuine signature by a revoked secret."""
+        revoked = self._revoked
+        if not revoked:
+            return False
+        for scheme in (GCS, S3):
+            raw_expires, signature = params.get(scheme.expires), params.get(scheme.signature)
+            if raw_expires is not None and signature is not None and raw_expires.isdigit():
+                if self._matches(revoked, signature, path, int(raw_expires)):
+                    return True
+        return False
+
+    def _matches(self, secrets: tuple[bytes, ...], signature: str, path: str, expires: int) -> bool:
+        return any(
+            hmac.compare_digest(signature.encode(), self._signature(secret, path, expires).encode())
+            for secret in secrets
+        )
 
     def check(self, path: str, params: dict[str, str], scheme: Scheme) -> Refusal | None:
         """None when the URL is genuine and unexpired; the signature is checked before the expiry."""
@@ -59,8 +92,8 @@ class Signer:
             expires = int(raw_expires)
         except ValueError:
             return Refusal.BAD_SIGNATURE
-        if not hmac.compare_digest(signature.encode(), self._signature(path, expires).encode()):
-            return Refusal.BAD_SIGNATURE
+        if not self._matches((self._secret,), signature, path, expires):
+            return Refusal.EXPIRED if self._matches(self._revoked, signature, path, expires) else Refusal.BAD_SIGNATURE
         if time.time() >= expires:
             return Refusal.EXPIRED
         return None

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from . import tarball
 from .blobs import Blob, as_blob
+from .faults import FaultSwitches
 from .server import OriginSettings
 from .signing import Scheme, Signer
 
@@ -171,8 +172,9 @@ class World:
         self.tokens = {**DEFAULT_TOKENS, **(tokens or {})}
         self.gumloop_user_id = gumloop_user_id
         self.switches = Switches()
-        self.origins = {"api": OriginSettings(), "storage": OriginSettings()}
         self.signer = Signer(os.urandom(32))
+        self._fault_switches = {"api": FaultSwitches("api"), "storage": FaultSwitches("storage", self.signer)}
+        self.origins = {name: OriginSettings(fault_switches=sw) for name, sw in self._fault_switches.items()}
         self.storage_url = ""  # set once the storage origin listens
         self.sigmic_tasks: dict[str, dict[str, SigmicFile]] = {}
         self.gumloop_agents: set[str] = set()
@@ -229,6 +231,20 @@ class World:
 
     def set_url_ttl(self, seconds: float) -> None:
         self.set(url_ttl=float(seconds))
+
+    def faults(self, origin: str) -> FaultSwitches:
+        """The fault switches of ``"api"`` or ``"storage"``: ``.set(kind, **options)``, ``.clear()``
+        (see ``faults``)."""
+        try:
+            return self._fault_switches[origin]
+        except KeyError:
+            raise KeyError(f"unknown origin {origin!r}; 'api' or 'storage'") from None
+
+    def clear_faults(self) -> None:
+        """Both origins healthy again: every fault rule disarmed and any custom fault hook dropped."""
+        for name, settings in self.origins.items():
+            self._fault_switches[name].clear()
+            settings.faults = None
 
     # ---- Sigmic --------------------------------------------------------
 
