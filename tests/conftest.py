@@ -85,8 +85,9 @@ def fuse_mounts() -> list[str]:
 
 
 def config_text(emu: Emulator, providers: tuple[str, ...], *, listing_ttl: float, cache_dir: Path,
-                ids: dict[str, list[str]] | None = None, extra: str = "") -> str:
-    lines = ["[mount]", f"listing_ttl = {listing_ttl}", "", "[cache]", f'dir = "{cache_dir}"', ""]
+                ids: dict[str, list[str]] | None = None, extra: str = "", timeout: float | None = None) -> str:
+    lines = ["[mount]", f"listing_ttl = {listing_ttl}", *([f"timeout = {timeout}"] if timeout else []),
+             "", "[cache]", f'dir = "{cache_dir}"', ""]
     for kind in providers:
         key, default_ids = DEFAULT_IDS[kind]
         lines += [f"[providers.{kind}]", f'base_url = "{emu.base_urls()[kind]}"',
@@ -113,7 +114,7 @@ class Mount:
     proc: subprocess.Popen
     log_file: Path
     config_file: Path
-    expected_log: list[str] = field(default_factory=list)
+    expected_log: list[str] = field(default_factory=list)  # ERROR lines containing these are fine
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -147,18 +148,22 @@ MountFactory = Callable[..., Mount]
 
 @pytest.fixture
 def mount(tmp_path: Path, emulator: Emulator, fuse_available: None) -> Iterator[MountFactory]:
-    """``mount(providers=("sigmic",), listing_ttl=60, ids=None, env=None, args=())`` → Mount."""
+    """``mount(providers=("sigmic",), listing_ttl=60, ids=None, env=None, args=(), timeout=None)``.
+
+    Mounts of one test share a cache dir (``tmp_path/cache``), like a remount would.
+    """
     started: list[Mount] = []
 
     def make(providers: tuple[str, ...] = ("sigmic",), *, listing_ttl: float = 60,
              ids: dict[str, list[str]] | None = None, env: dict[str, str] | None = None,
-             args: tuple[str, ...] = (), extra_config: str = "") -> Mount:
+             args: tuple[str, ...] = (), extra_config: str = "", timeout: float | None = None) -> Mount:
         n = len(started)
         path = tmp_path / f"mnt{n}"
         path.mkdir()
         config_file = tmp_path / f"config{n}.toml"
         config_file.write_text(config_text(emulator, providers, listing_ttl=listing_ttl,
-                                           cache_dir=tmp_path / "cache", ids=ids, extra=extra_config))
+                                           cache_dir=tmp_path / "cache", ids=ids, extra=extra_config,
+                                           timeout=timeout))
         log_file = tmp_path / f"daemon{n}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "artifactfs", "mount", str(path), "-c", str(config_file), "-f",
