@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any, Awaitable, Callable, Hashable
 
 from ..config import ProviderConfig
+from ..errors import NotFound
 from ..httpclient import HttpClient
 from ..model import Entry, Kind, Source
 
@@ -48,6 +49,20 @@ class Provider:
 
     async def resolve(self, ref: Hashable) -> Source:
         raise NotImplementedError
+
+    async def open_unlisted(self, known: dict[str, None], name: str,
+                            tree: Callable[[str], Awaitable[list[Entry]]],
+                            entry: Callable[[str], Entry]) -> Entry | None:
+        """A top-level id the config does not name (an agent, a task): if the API knows it,
+        it opens with its subtree and is remembered in ``known``, so it is listed from then on."""
+        try:
+            children = await tree(name)
+        except NotFound:
+            return None
+        known[name] = None
+        found = entry(name)
+        found.children = children
+        return found
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -66,7 +66,7 @@ class GumloopProvider(Provider):
     async def lookup(self, ref: Hashable, name: str) -> Entry | None:
         """An agent id typed at the top, or a text typed under ``search/``."""
         if ref == self.ROOT:
-            return await self._open_agent(name)
+            return await self.open_unlisted(self._agents, name, self._agent_tree, self._agent_entry)
         match ref:
             case ("search", agent):
                 entry = self._search_entry(agent, name)
@@ -154,17 +154,6 @@ class GumloopProvider(Provider):
         return [self._file(v) for v in await self._listing(agent, search_query=text)]
 
     # ---- the agent's tree -------------------------------------------------
-
-    async def _open_agent(self, agent: str) -> Entry | None:
-        """An agent that is not configured: listed if the API knows it, and from then on."""
-        try:
-            children = await self._agent_tree(agent)
-        except NotFound:
-            return None
-        self._agents[agent] = None
-        entry = self._agent_entry(agent)
-        entry.children = children
-        return entry
 
     async def _agent_tree(self, agent: str) -> list[Entry]:
         current = await self._listing(agent)

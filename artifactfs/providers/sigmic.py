@@ -49,14 +49,7 @@ class SigmicProvider(Provider):
     async def lookup(self, ref: Hashable, name: str) -> Entry | None:
         if ref != self.ROOT:
             return None
-        try:
-            children = await self._workspace(name)
-        except NotFound:
-            return None
-        self._tasks[name] = None
-        entry = self._task_entry(name)
-        entry.children = children
-        return entry
+        return await self.open_unlisted(self._tasks, name, self._workspace, self._task_entry)
 
     async def resolve(self, ref: Hashable) -> Source:
         _, task, path = ref  # type: ignore[misc]

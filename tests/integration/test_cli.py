@@ -137,6 +137,15 @@ def wait_exit(pid: int, timeout: float) -> bool:
     return False
 
 
+def stop(mnt: Path, proc: subprocess.Popen) -> None:
+    """Teardown: unmount if still mounted, and end the process this test started."""
+    if str(mnt) in fuse_mounts():
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def test_sigterm_unmounts_cleanly(tmp_path: Path, emulator: Emulator, fuse_available: None) -> None:
     config = tmp_path / "config.toml"
     config.write_text(config_text(emulator, ("sigmic",), listing_ttl=60, cache_dir=tmp_path / "cache"))
@@ -151,11 +160,7 @@ def test_sigterm_unmounts_cleanly(tmp_path: Path, emulator: Emulator, fuse_avail
         assert proc.wait(15) == 0
         assert str(mnt) not in fuse_mounts()
     finally:
-        if str(mnt) in fuse_mounts():
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(mnt, proc)
 
 
 def test_demo_mounts_the_emulator_and_ctrl_c_leaves_nothing(tmp_path: Path, fuse_available: None) -> None:
@@ -176,8 +181,4 @@ def test_demo_mounts_the_emulator_and_ctrl_c_leaves_nothing(tmp_path: Path, fuse
         assert "Try" in out and str(mnt) in out
         assert str(mnt) not in fuse_mounts()
     finally:
-        if str(mnt) in fuse_mounts():
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(mnt, proc)
