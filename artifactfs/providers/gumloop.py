@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Hashable, Iterable
 from urllib.parse import parse_qsl, quote, urlsplit
 
-from ..errors import NotFound, RemoteError
+from ..errors import RemoteError
 from ..model import Entry, Kind, Source
 from ..names import assign_names
 from .base import Provider, api_base, as_int, as_str, fingerprint, log, parse_time

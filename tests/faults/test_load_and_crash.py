@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from artifactfs.emulator import Emulator, PatternBlob
-from tests.conftest import Mount, MountFactory, fuse_mounts
+from tests.conftest import MountFactory, fuse_mounts
 
 TASK = "task_123"
 MiB = 1 << 20
