@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("paths", type=Path, nargs="+", metavar="PATH")
     fill.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    doctor = commands.add_parser("doctor", help="check FUSE, the config, tokens and providers")
+    doctor.add_argument("-c", "--config", type=Path, help="config file (default ~/.config/artifactfs/config.toml)")
+
     demo = commands.add_parser("demo", help="mount the bundled emulator with sample artifacts")
     demo.add_argument("mountpoint", type=Path, nargs="?", default=Path("artifacts-demo"))
     _add_logging(demo)
@@ -110,6 +113,9 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
             return 0
         if args.command == "cache":
             return _cache(args)
+        if args.command == "doctor":
+            from .doctor import run_doctor
+            return run_doctor(args.config)
         if args.command == "demo":
             from .demo import run_demo
             setup_logging(args.log_level, args.log_file)
@@ -122,32 +128,25 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from . import blockcache
     from .prefetch import prefetch
+    from .status import human_size
 
     if args.action == "prefetch":
         try:
             files, size = prefetch(args.paths, progress=not args.quiet)
         except OSError as exc:
             raise _CommandError(str(exc)) from None
-        print(f"prefetched {files} files, {_human(size)}")
+        print(f"prefetched {files} files, {human_size(size)}")
         return 0
     directory = args.cache_dir or load_config(args.config, require_file=args.config is not None).cache_dir
     directory = directory.expanduser()
     if args.action == "clear":
-        print(f"cleared {directory}: freed {_human(blockcache.clear(directory))}")
+        print(f"cleared {directory}: freed {human_size(blockcache.clear(directory))}")
         return 0
     stats = blockcache.read_stats(directory)
-    print(f"cache:     {directory}\nbytes:     {_human(stats.bytes)} ({stats.bytes} B)\n"
+    print(f"cache:     {directory}\nbytes:     {human_size(stats.bytes)} ({stats.bytes} B)\n"
           f"files:     {stats.files}\nchunks:    {stats.chunks}\n"
           f"hit ratio: {stats.hit_ratio:.1%} ({stats.hits} hits, {stats.misses} misses)")
     return 0
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
 
 
 def _mount(args: argparse.Namespace, argv: list[str]) -> int:

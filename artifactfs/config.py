@@ -215,12 +215,39 @@ def load_config(path: Path | None = None, overrides: Overrides = Overrides(),
     ``path=None`` means the default path; when that file is missing and not ``require_file``,
     the result has defaults and no providers (the caller decides whether that is an error).
     """
+    loader, data, file = _open(path, environ, must_exist=path is not None or require_file)
+    return loader.config(data, overrides, file)
+
+
+def load_config_by_provider(path: Path | None = None, environ: Mapping[str, str] | None = None
+                            ) -> tuple[Config, dict[str, ProviderConfig | ConfigError]]:
+    """The config with the providers that load, and each provider's config or error, in file order.
+
+    For ``doctor``, which reports every provider on its own line: one provider's missing token
+    must not hide the others. The file must exist; a problem outside ``[providers]`` raises.
+    """
+    loader, data, file = _open(path, environ, must_exist=True)
+    tables = data.get("providers")
+    outcomes: dict[str, ProviderConfig | ConfigError] = {}
+    for name, table in (tables.items() if isinstance(tables, dict) else ()):
+        try:
+            outcomes[name] = loader.config({**data, "providers": {name: table}}, Overrides(), file).providers[0]
+        except ConfigError as exc:
+            outcomes[name] = exc
+    good = {name: tables[name] for name, outcome in outcomes.items() if isinstance(outcome, ProviderConfig)}
+    # With every provider loaded, the file as it is: that also reports a [providers] that is no table.
+    loadable = data if len(good) == len(outcomes) else {**data, "providers": good}
+    return loader.config(loadable, Overrides(), file), outcomes
+
+
+def _open(path: Path | None, environ: Mapping[str, str] | None, *,
+          must_exist: bool) -> tuple["_Loader", dict[str, Any], Path | None]:
+    """The loader for the file at ``path`` (default path if None), its data, and the file if read."""
     env = os.environ if environ is None else environ
     file = Path(path).expanduser() if path is not None else default_config_path(env)
-    loaded = _read_toml(file, must_exist=path is not None or require_file)
+    loaded = _read_toml(file, must_exist=must_exist)
     data, mode = loaded or ({}, 0)
-    loader = _Loader(_shown(file), mode, env, file.absolute().parent)
-    return loader.config(data, overrides, file if loaded else None)
+    return _Loader(_shown(file), mode, env, file.absolute().parent), data, file if loaded else None
 
 
 def _read_toml(file: Path, *, must_exist: bool) -> tuple[dict[str, Any], int] | None:

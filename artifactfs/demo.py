@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,19 +40,35 @@ def demo_config_text(info: dict, cache_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def tour(mountpoint: Path) -> str:
-    mp = str(mountpoint)
+def tour(mountpoint: Path, cache_dir: Path) -> str:
+    """What to try: one line per idea, each with what it shows."""
     return f"""
-artifactfs demo is mounted at {mp}  (Ctrl-C unmounts and stops the emulator)
+artifactfs demo is mounted at {mountpoint}  (Ctrl-C unmounts and stops the emulator)
+A local emulator serves Gumloop, vm0, Sigmic and Plangrep with sample artifacts.
 
 Try, in another terminal:
-  ls {mp}
-  ls -l {mp}/sigmic/task_123/downloads
-  head {mp}/sigmic/task_123/downloads/output.csv
-  cp -r {mp}/sigmic/task_123 /tmp/task_123 && sha256sum /tmp/task_123/downloads/*
-  getfattr -d {mp}/sigmic/task_123/downloads/report.pdf
-  python3 -c "print(len(open('{mp}/sigmic/task_456/downloads/model.bin','rb').read()))"
+  cd {shlex.quote(str(mountpoint))}
+  ls                                                    # one directory per provider
+  ls -l gumloop/abc123DEFghiJKL/latest                  # an agent's current artifacts
+  getfattr -d gumloop/abc123DEFghiJKL/latest/report.md  # provider metadata as xattrs
+  readlink vm0/output-results/current                   # a vm0 artifact's current version
+  ls -R vm0/output-results/current/                     # its archive, unpacked
+  ls -R plangrep/job_01abc123                           # a completed Plangrep job's results
+  head sigmic/task_123/downloads/output.csv             # fetched on first read, then cached
+  cp -r sigmic/task_123 /tmp/task_123                   # any tool works: cp, grep, pandas
+
+and what the cache holds now:
+  {_command()} cache stats --cache-dir {shlex.quote(str(cache_dir))}
 """
+
+
+def _command() -> str:
+    """How to run artifactfs from another terminal: by name when that is this one, else by path."""
+    script = Path(sys.argv[0]).absolute()
+    on_path = shutil.which("artifactfs")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "artifactfs"
+    return str(script) if script.name == "artifactfs" else f"{sys.executable} -m artifactfs"
 
 
 def start_emulator(workdir: Path) -> tuple[subprocess.Popen, dict]:
@@ -90,7 +108,8 @@ def run_demo(mountpoint: Path) -> int:
             config_file.write_text(demo_config_text(info, workdir / "cache"))
             os.chmod(config_file, 0o600)
             config = load_config(config_file, Overrides(), require_file=True)
-            run_foreground(config, mountpoint, on_ready=lambda: print(tour(mountpoint), flush=True))
+            run_foreground(config, mountpoint,
+                           on_ready=lambda: print(tour(mountpoint, config.cache_dir), flush=True))
         finally:
             stop_process(proc)
     return 0

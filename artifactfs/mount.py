@@ -23,13 +23,15 @@ from typing import BinaryIO, Callable
 import pyfuse3
 import trio
 
+from .blockcache import BlockCache, read_stats
 from .config import Config
 from .fuse_ops import ArtifactOperations, KernelInvalidator
 from .namespace import Namespace
 from .providers import make_provider
 from .providers.base import Provider
-from .blockcache import BlockCache
 from .reader import Reader
+from .sdnotify import Notifier
+from .status import ProblemCounter, status_line
 
 log = logging.getLogger("artifactfs.mount")
 
@@ -39,6 +41,7 @@ MIN_TASKS = 4
 MAX_TASKS = 64
 READ_AHEAD_KB = 1024
 GIL_SWITCH_INTERVAL = 0.0005
+STATUS_INTERVAL = 10.0
 
 
 class MountError(Exception):
@@ -49,6 +52,9 @@ def check_mountpoint(mountpoint: Path) -> None:
     """A usable mount point: an existing, empty-or-not directory that is not a mount already."""
     try:
         os.stat(mountpoint)
+        mounted = os.path.ismount(mountpoint) and is_fuse_mount(mountpoint)
+        if mounted:  # a dead daemon's mount may still answer stat from the kernel's cache; statfs asks it
+            os.statvfs(mountpoint)
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:
             raise MountError(f"{mountpoint}: transport endpoint is not connected (a crashed mount); "
@@ -58,7 +64,7 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise MountError(f"{mountpoint}: {exc.strerror}") from None
     if not os.path.isdir(mountpoint):
         raise MountError(f"{mountpoint}: not a directory")
-    if os.path.ismount(mountpoint) and is_fuse_mount(mountpoint):
+    if mounted:
         raise MountError(f"{mountpoint}: already mounted (unmount it with: artifactfs unmount {mountpoint})")
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing: install fuse3 (sudo apt-get install fuse3) "
@@ -81,7 +87,11 @@ def _unescape(field: str) -> str:
 
 def run_foreground(config: Config, mountpoint: Path, *,
                    on_ready: Callable[[], None] = lambda: None) -> None:
-    """Mount and serve until unmounted or signalled; raises MountError if it cannot start."""
+    """Mount and serve until unmounted or signalled; raises MountError if it cannot start.
+
+    Under systemd (``$NOTIFY_SOCKET`` set) it reports ``READY=1`` once the mount answers,
+    a ``STATUS=`` line every ``STATUS_INTERVAL`` seconds, and ``STOPPING=1`` before unmounting.
+    """
     check_mountpoint(mountpoint)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
@@ -101,25 +111,28 @@ def run_foreground(config: Config, mountpoint: Path, *,
         raise MountError(f"{mountpoint}: cannot mount ({exc}); check /dev/fuse, fusermount3 and, "
                          "for allow_other, user_allow_other in /etc/fuse.conf") from None
     log.info("mounted %s (%s)", mountpoint, ", ".join(p.name for p in providers) or "no providers")
+    notifier = Notifier()
     try:
-        trio.run(_serve, ops, providers, cache, mountpoint, on_ready)
+        trio.run(_serve, ops, providers, cache, mountpoint, on_ready, notifier)
     finally:
         pyfuse3.close(unmount=True)
         cache.close()
+        notifier.close()
         log.info("unmounted %s", mountpoint)
 
 
 async def _serve(ops: ArtifactOperations, providers: list[Provider], cache: BlockCache,
-                 mountpoint: Path, on_ready: Callable[[], None]) -> None:
+                 mountpoint: Path, on_ready: Callable[[], None], notifier: Notifier) -> None:
     async with trio.open_nursery() as nursery:
         ops.ns.invalidator = KernelInvalidator(nursery)
         ops.reader = Reader(cache, nursery, clock=time.time)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        nursery.start_soon(_announce_ready, mountpoint, on_ready)
+        nursery.start_soon(_announce_ready, mountpoint, on_ready, notifier, cache.directory)
         try:
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
         finally:
             nursery.cancel_scope.cancel()
+            notifier.notify(stopping=True, status=f"unmounting {mountpoint}")
             with trio.CancelScope(shield=True):
                 for provider in providers:
                     await provider.aclose()
@@ -133,11 +146,34 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
-async def _announce_ready(mountpoint: Path, on_ready: Callable[[], None]) -> None:
-    """Report readiness once the kernel gets answers through the mount, then tune readahead."""
+async def _announce_ready(mountpoint: Path, on_ready: Callable[[], None], notifier: Notifier,
+                          cache_dir: Path) -> None:
+    """Report readiness (after tuning readahead) once the kernel gets answers through the mount;
+    under systemd, then keep its status line fresh."""
     st = await trio.to_thread.run_sync(os.stat, mountpoint)
     _tune_read_ahead(st.st_dev)
     on_ready()
+    notifier.notify(ready=True)
+    if notifier.enabled:
+        await _report_status(notifier, cache_dir)
+
+
+async def _report_status(notifier: Notifier, cache_dir: Path) -> None:
+    """``STATUS=`` for ``systemctl status``: cached files and bytes, problems logged since ready."""
+    problems = ProblemCounter()
+    logger = logging.getLogger("artifactfs")
+    logger.addHandler(problems)
+    try:
+        while True:
+            try:
+                stats = await trio.to_thread.run_sync(read_stats, cache_dir)
+            except (OSError, sqlite3.Error) as exc:
+                log.debug("cannot read cache stats for the status line: %s", exc)
+            else:
+                notifier.notify(status=status_line(stats, problems))
+            await trio.sleep(STATUS_INTERVAL)
+    finally:
+        logger.removeHandler(problems)
 
 
 def _tune_read_ahead(dev: int) -> None:

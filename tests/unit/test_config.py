@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from artifactfs.config import (DEFAULT_BASE_URLS, Config, ConfigError, Overrides, default_config_path,
-                               load_config, parse_size)
+                               load_config, load_config_by_provider, parse_size)
 
 SECRET = "tok-SECRET-7f3a9c"
 USER = "user-SECRET-b41d"
@@ -336,3 +336,18 @@ def test_tokens_never_appear_in_repr_or_str(home: Path) -> None:
 def test_tokens_never_appear_in_errors(text: str, environ: dict[str, str] | None) -> None:
     error(text, environ, mode=0o644)
     error(text, environ, mode=0o600)
+
+
+def test_by_provider_keeps_the_others_when_one_provider_fails() -> None:
+    """``doctor`` reports a provider's missing token on that provider's line, in file order."""
+    environ = {k: v for k, v in ENV.items() if k != "VM0_API_KEY"}
+    config, outcomes = load_config_by_provider(write(FULL.replace('token_file = "work.token"', 'token = "x"')),
+                                               environ)
+    assert list(outcomes) == ["gumloop", "gumloop-work", "vm0", "sigmic", "plangrep"]
+    assert "VM0_API_KEY is not set" in str(outcomes["vm0"])
+    assert [p.name for p in config.providers] == ["gumloop", "gumloop-work", "sigmic", "plangrep"]
+    assert outcomes["sigmic"] == config.provider("sigmic")
+    with pytest.raises(ConfigError, match="mount.listing_tll"):
+        load_config_by_provider(write("[mount]\nlisting_tll = 1\n[providers.vm0]\n"), ENV)
+    with pytest.raises(ConfigError, match="providers"):
+        load_config_by_provider(write("providers = 5\n"), ENV)
