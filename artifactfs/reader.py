@@ -206,9 +206,9 @@ class Reader:
         self._start_fetch(content, index, run_end)
 
     def _start_fetch(self, content: Content, start: int, end: int) -> None:
-        for index in range(start, end):
-            content.pending[index] = _Pending()
-        self.nursery.start_soon(self._fetch, content, start, end)
+        mine = {index: _Pending() for index in range(start, end)}
+        content.pending.update(mine)
+        self.nursery.start_soon(self._fetch, content, start, end, mine)
 
     async def _read_chunk(self, content: Content, index: int, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset`` of chunk ``index``, fetching it if needed.
@@ -241,8 +241,12 @@ class Reader:
                 raise pending.error
         raise RemoteError(f"{content.id.provider}: chunk {index} vanished from the cache repeatedly")
 
-    async def _fetch(self, content: Content, start: int, end: int) -> None:
-        """Fetch chunks [start, end), resuming after broken bodies and refused URLs."""
+    async def _fetch(self, content: Content, start: int, end: int, mine: dict[int, _Pending]) -> None:
+        """Fetch chunks [start, end), resuming after broken bodies and refused URLs.
+
+        ``mine`` are this fetch's waiters: at the end it settles those still waiting, and
+        never a later fetch's waiter for a chunk that was evicted and asked for again.
+        """
         progress = [start]
         error: FsError | None = None
         failures = resolves = 0
@@ -277,13 +281,15 @@ class Reader:
             log.exception("%s: unexpected error while fetching", content.id.provider)
             error = RemoteError(str(exc))
         finally:
-            for index in range(start, end):
-                pending = content.pending.pop(index, None)
-                if pending is not None:
-                    if error is None and not self._beyond_end(content, index):
-                        error = RemoteError(f"{content.id.provider}: chunk {index} never arrived")
-                    pending.error = None if self._beyond_end(content, index) else error
-                    pending.done.set()
+            for index, pending in mine.items():
+                if pending.done.is_set():
+                    continue
+                if content.pending.get(index) is pending:
+                    del content.pending[index]
+                if error is None and not self._beyond_end(content, index):
+                    error = RemoteError(f"{content.id.provider}: chunk {index} never arrived")
+                pending.error = None if self._beyond_end(content, index) else error
+                pending.done.set()
             self._drop_if_idle(content)
 
     def _stream_chunks(self, content: Content, source: Source, progress: list[int], end: int,
