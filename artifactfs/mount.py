@@ -15,7 +15,6 @@ import select
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -40,7 +39,6 @@ READY_TIMEOUT = 60.0
 MIN_TASKS = 4
 MAX_TASKS = 64
 READ_AHEAD_KB = 1024
-GIL_SWITCH_INTERVAL = 0.0005
 STATUS_INTERVAL = 10.0
 
 
@@ -93,7 +91,6 @@ def run_foreground(config: Config, mountpoint: Path, *,
     a ``STATUS=`` line every ``STATUS_INTERVAL`` seconds, and ``STOPPING=1`` before unmounting.
     """
     check_mountpoint(mountpoint)
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         cache = BlockCache(config.cache_dir, config.cache_max_size)
     except (OSError, sqlite3.Error) as exc:
