@@ -30,5 +30,9 @@ demo: bootstrap
 test: bootstrap
 	$(VENV)/bin/pytest
 
+# Full sizes (~10 min on 2 cores); `make bench BENCH_ARGS=--quick` for a smoke run. Writes bench/results.md.
+bench: bootstrap
+	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

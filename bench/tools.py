@@ -1,0 +1,109 @@
+"""The tools compared with (installed with apt when missing) and a description of the machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+APT_PACKAGES = {"rclone": "rclone", "httpdirfs": "httpdirfs", "curl": "curl"}
+APT_TIMEOUT = 900
+VERSION_ARGS = {"rclone": ["rclone", "version"], "httpdirfs": ["httpdirfs", "--version"], "curl": ["curl", "--version"]}
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ensure_installed(tools: tuple[str, ...] = tuple(APT_PACKAGES)) -> list[str]:
+    """Install the missing tools with apt; return a note for each one still missing."""
+    missing = [APT_PACKAGES[t] for t in tools if shutil.which(t) is None]
+    if missing and not _apt_install(missing):
+        _apt("update", "-qq")
+        _apt_install(missing)
+    return [f"{t}: not available (apt-get install {APT_PACKAGES[t]} failed)" for t in tools if shutil.which(t) is None]
+
+
+def _apt_install(packages: list[str]) -> bool:
+    print(f"bench: installing {' '.join(packages)} with apt-get", flush=True)
+    return _apt("install", "-y", "-qq", *packages)
+
+
+def _apt(*args: str) -> bool:
+    sudo = [] if os.geteuid() == 0 else (["sudo"] if shutil.which("sudo") else None)
+    if sudo is None or shutil.which("apt-get") is None:
+        return False
+    command = [*sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", *args]
+    try:
+        return subprocess.run(command, stdout=subprocess.DEVNULL, timeout=APT_TIMEOUT).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def version(tool: str) -> str:
+    """First line of the tool's version output, or "not installed"."""
+    try:
+        out = subprocess.run(VERSION_ARGS[tool], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{tool} not installed"
+    lines = (out.stdout + "\n" + out.stderr).strip().splitlines()
+    named = [line for line in lines if tool in line.lower()]
+    return (named or lines or [f"{tool} (unknown version)"])[0].strip()
+
+
+# What was found out about a tool version while building this benchmark (shown under the table).
+KNOWN_QUIRKS = {
+    "HTTPDirFS version 1.2.5": [
+        "httpdirfs 1.2.5 (Debian 12) spends ~100 ms on every HTTP request: its transfer loop calls "
+        "`curl_multi_poll(…, 100 ms)` even once the transfer is done (later versions only poll while "
+        "transfers run). Without `--cache` every 128 KiB kernel read is one such request, so it reads "
+        "at ~1.3 MB/s and times out on the big cases.",
+        "httpdirfs 1.2.5 with `--cache` prefetches the segment after the last one, gets the (correct) 416 "
+        "for a range past the end of the file, and dies on `FREE(NULL)` in `Link_download` "
+        "(\"attempted to free NULL ptr\"), so a whole-file read of the 1 GiB file fails at its end.",
+    ],
+}
+
+
+def quirk_notes() -> list[str]:
+    """Known quirks of the installed tool versions."""
+    found = {version(tool) for tool in VERSION_ARGS}
+    return [note for line, notes in KNOWN_QUIRKS.items() if line in found for note in notes]
+
+
+def artifactfs_version() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "artifactfs (unknown commit)"
+    return f"artifactfs {out.stdout.strip() or '(unknown commit)'}"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _memory() -> str:
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return "? GiB"
+    return f"{kib / (1 << 20):.0f} GiB"
+
+
+def machine_lines() -> list[str]:
+    """Markdown lines describing this machine, the date and the tool versions."""
+    return [
+        f"- Machine: {os.cpu_count()} CPUs ({_cpu_model()}), {_memory()} RAM, "
+        f"kernel {platform.release()}, Python {platform.python_version()}",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Versions: {artifactfs_version()}; {version('rclone')}; {version('httpdirfs')}; "
+        f"{' '.join(version('curl').split()[:2])}",
+    ]
