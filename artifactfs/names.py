@@ -20,7 +20,7 @@ def split_path(path: str | None) -> list[str]:
     So ``/../a//b/./c`` is ``[a, b, c]``: nothing can climb out of the subtree it belongs to.
     """
     parts = (path or "").replace("\\", "/").split("/")
-    return [clean(p) for p in parts if p not in ("", ".", "..") and clean(p)]
+    return [name for name in map(clean, parts) if name]
 
 
 def clean(name: str | None) -> str:
