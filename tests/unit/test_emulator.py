@@ -540,3 +540,12 @@ def test_quoted_ids_round_trip(emu: Emulator, http: httpx.Client) -> None:
     assert http.get(listed[0]["url"]).content == b"odd"
     download = get(http, emu, "gumloop", f"/artifacts/{urllib.parse.quote(artifact_id, safe='')}/download").json()
     assert http.get(download["download_url"]).content == b"odd"
+
+
+def test_static_tree_lists_directories_and_serves_ranges(emu: Emulator, http: httpx.Client) -> None:
+    index = http.get(f"{emu.api_url}/static/task_123/downloads/")
+    assert index.status_code == 200 and 'href="output.csv"' in index.text
+    blob = emu.sigmic_file("task_123", "downloads/output.csv")
+    part = http.get(f"{emu.api_url}/static/task_123/downloads/output.csv", headers={"Range": "bytes=5-9"})
+    assert part.status_code == 206 and part.content == blob.read(5, 5)
+    assert "authorization" not in emu.requests(path_contains="/static/")[-1]["headers"]
