@@ -13,7 +13,7 @@ import random
 import time
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import trio
@@ -106,20 +106,26 @@ class HttpClient:
         return Source(url, tuple(self.headers_for(url).items()), expires_at, size)
 
     async def request(self, path: str, params: Mapping[str, Any] | None = None, *,
-                      classify: Classifier | None = None, follow: bool = False) -> httpx.Response:
+                      classify: Classifier | None = None) -> httpx.Response:
         """GET an API URL with retries; returns the response or raises the mapped FsError.
 
         ``classify(status, json_body)`` lets a provider map its own error bodies (a 200 with
-        ``success: false``). With ``follow=False`` a 3xx is returned as is (vm0's 302).
+        ``success: false``). Redirects are not followed: a 3xx is returned as is (vm0's 302),
+        so the caller decides where the token may go.
         """
+        return (await self._checked(path, params, classify))[0]
+
+    async def _checked(self, path: str, params: Mapping[str, Any] | None,
+                       classify: Classifier | None) -> tuple[httpx.Response, Any]:
+        """The response, and its JSON body when ``classify`` needed it (else None)."""
         url = self.url(path)
         with trio.move_on_after(self.deadline):
-            return await self._request(url, params, classify, follow)
+            return await self._request(url, params, classify)
         log.error("%s: GET %s: no answer within %.0f s", self.provider, url_path(url), self.deadline)
         raise RemoteError(f"{self.provider}: {url_path(url)}: no answer within {self.deadline:.0f} s")
 
     async def _request(self, url: str, params: Mapping[str, Any] | None,
-                       classify: Classifier | None, follow: bool) -> httpx.Response:
+                       classify: Classifier | None) -> tuple[httpx.Response, Any]:
         last: str = ""
         for attempt in range(MAX_ATTEMPTS):
             started = time.monotonic()
@@ -139,7 +145,7 @@ class HttpClient:
                             attempt + 1, MAX_ATTEMPTS)
                 await trio.sleep(retry_delay(attempt, resp.headers.get("retry-after")))
                 continue
-            body = _json_or_none(resp)
+            body = _json_or_none(resp) if classify else None
             error = classify(resp.status_code, body) if classify else None
             if error is None and resp.status_code >= 400:
                 error = error_for_status(resp.status_code)
@@ -148,10 +154,7 @@ class HttpClient:
                         "%s: GET %s -> HTTP %d (%s)", self.provider, url_path(url),
                         resp.status_code, error.__name__)
                 raise error(f"{self.provider}: {url_path(url)}: HTTP {resp.status_code}")
-            if 300 <= resp.status_code < 400 and follow:
-                url = urljoin(url, resp.headers.get("location", ""))
-                continue
-            return resp
+            return resp, body
         log.error("%s: GET %s gave up after %d attempts: %s", self.provider, url_path(url),
                   MAX_ATTEMPTS, last)
         raise RemoteError(f"{self.provider}: {url_path(url)}: {last}")
@@ -159,8 +162,9 @@ class HttpClient:
     async def get_json(self, path: str, params: Mapping[str, Any] | None = None, *,
                        classify: Classifier | None = None) -> Any:
         """GET and parse JSON; a body that is not JSON is an EIO with a log line."""
-        resp = await self.request(path, params, classify=classify)
-        body = _json_or_none(resp)
+        resp, body = await self._checked(path, params, classify)
+        if body is None:
+            body = _json_or_none(resp)
         if body is None:
             log.error("%s: GET %s: response is not JSON", self.provider, url_path(str(resp.url)))
             raise RemoteError(f"{self.provider}: {url_path(str(resp.url))}: response is not JSON")

@@ -76,7 +76,7 @@ class Vm0Provider(Provider):
         """The archive's presigned URL, from the download endpoint's 302 (not followed here)."""
         _, artifact, version = ref  # type: ignore[misc]
         resp = await self.http.request(f"{self._artifact_url(artifact)}/download",
-                                       {"version_id": version}, follow=False)
+                                       {"version_id": version})
         location = resp.headers.get("location")
         if resp.is_redirect and location:
             return self.http.source(urljoin(str(resp.url), location))
