@@ -4,8 +4,7 @@ Layout: ``blocks/<hh>/<content hash>.<index>`` data files and an sqlite3 index
 (``index.sqlite3``) of which chunks exist, their lengths and when they were last used.
 A chunk is written to a temporary file and renamed into place before its index row is
 committed, so a crash (even ``kill -9``) leaves either a complete chunk or none; leftover
-temporary files are swept at start. A fetch reads a chunk from the socket into a reused
-per-thread buffer (``ChunkWriter``) and writes it out once it is complete. A chunk whose file is missing or has the wrong length
+temporary files are swept at start. A chunk whose file is missing or has the wrong length
 is a miss, never an error. Least-recently-used chunks are evicted beyond ``max_size``.
 The in-memory index mirrors sqlite so the read path never touches the database.
 """
@@ -123,16 +122,10 @@ class BlockCache:
                 self._touched.add((content, index))
         return data
 
-    def writer(self, content: str, index: int, size: int) -> "ChunkWriter":
-        """A chunk being received: fill ``buffer``, then ``commit(length)`` or ``abort()``."""
-        return ChunkWriter(self, content, index, size)
-
-    def put(self, content: str, index: int, data: bytes) -> None:
-        """Store a complete chunk given as bytes."""
-        self._store(content, index, memoryview(data))
-
-    def _store(self, content: str, index: int, data: memoryview) -> None:
-        """Durably: a temporary file renamed into place, then the index row."""
+    def put(self, content: str, index: int, data: bytes | memoryview) -> None:
+        """Store a complete, verified chunk durably: a temporary file renamed into place,
+        then the index row. ``data`` is copied out, so the caller may reuse its buffer."""
+        size = len(data)
         path = self._path(content, index)
         tmp = path.with_name(f"{path.name}.tmp{threading.get_ident()}")
         try:
@@ -141,7 +134,7 @@ class BlockCache:
             path.parent.mkdir(exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            view = data
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         except BaseException:
@@ -150,7 +143,7 @@ class BlockCache:
             raise
         os.close(fd)
         os.replace(tmp, path)
-        self._committed(content, index, len(data))
+        self._committed(content, index, size)
 
     def _committed(self, content: str, index: int, length: int) -> None:
         with self._lock:
@@ -226,28 +219,6 @@ class BlockCache:
         with self._lock:
             self._flush_locked()
             self._db.close()
-
-
-class ChunkWriter:
-    """A chunk being received: the socket reads into ``buffer`` (a per-thread buffer reused
-    for every chunk, so no fresh memory is faulted in per chunk); ``commit`` writes it to a
-    temporary file, renames it into place and indexes it. Nothing is visible before that,
-    and ``abort`` leaves no trace."""
-
-    _local = threading.local()
-
-    def __init__(self, cache: BlockCache, content: str, index: int, size: int) -> None:
-        self._cache, self._content, self._index = cache, content, index
-        scratch: bytearray | None = getattr(self._local, "scratch", None)
-        if scratch is None or len(scratch) < size:
-            scratch = self._local.scratch = bytearray(size)
-        self.buffer = memoryview(scratch)[:size]
-
-    def commit(self, length: int) -> None:
-        self._cache._store(self._content, self._index, self.buffer[:length])
-
-    def abort(self) -> None:
-        pass
 
 
 def read_stats(directory: Path) -> CacheStats:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Hashable, Protocol
 
@@ -117,6 +118,7 @@ class Reader:
         self.max_window = max_window
         self._contents: dict[ContentId, Content] = {}
         self._limiter = trio.CapacityLimiter(FETCH_THREADS)
+        self._scratch = threading.local()
 
     def open(self, cid: ContentId, size: int | None, http: HttpClient,
              resolve: Callable[[], Awaitable[Source]], on_size: Callable[[int], None]) -> Handle:
@@ -332,18 +334,16 @@ class Reader:
                 self._report(token, self._whole_body, content, -1)
 
     def _receive_chunk(self, content: Content, index: int, expected: int, stream: ByteStream) -> int:
-        """Read one chunk from ``stream`` straight into its cache file; commit it only if it
-        is complete (``expected`` bytes, or the clean end of an unsized body)."""
-        writer = self.cache.writer(content.hash, index, expected)
-        try:
-            n = stream.readinto(writer.buffer)
-        except BaseException:
-            writer.abort()
-            raise
+        """Read one chunk from ``stream`` into this thread's reused buffer (no fresh memory is
+        faulted in per chunk) and cache it only if complete: ``expected`` bytes, or the
+        clean end of an unsized body."""
+        scratch: bytearray | None = getattr(self._scratch, "buffer", None)
+        if scratch is None or len(scratch) < expected:
+            scratch = self._scratch.buffer = bytearray(expected)
+        buffer = memoryview(scratch)[:expected]
+        n = stream.readinto(buffer)
         if n == expected or (content.total is None and n > 0 and stream.total is None):
-            writer.commit(n)
-        else:
-            writer.abort()
+            self.cache.put(content.hash, index, buffer[:n])
         return n
 
     @staticmethod
