@@ -102,15 +102,12 @@ class ArtifactOperations(pyfuse3.Operations):
     @translated
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         text = os.fsdecode(name)
-        parent = self.ns.node(parent_inode)
-        if text == ".":
-            node = parent
-        elif text == "..":
-            node = parent.parent or parent
+        if text in (".", ".."):
+            parent = self.ns.node(parent_inode)
+            node = parent if text == "." else (parent.parent or parent)
+            self.ns.remember(node)
         else:
             node = await self.ns.lookup(parent_inode, text)
-            return self.attributes(node)
-        node.lookups += 1
         return self.attributes(node)
 
     @translated

@@ -123,7 +123,8 @@ class Namespace:
         return node
 
     def remember(self, node: Node) -> None:
-        """The kernel learned ``node`` from a readdir: one more lookup to forget later."""
+        """The kernel learned ``node`` without a namespace lookup (readdir, ``.``, ``..``):
+        one more lookup to forget later."""
         node.lookups += 1
 
     def forget(self, inode: int, count: int) -> None:
@@ -136,8 +137,7 @@ class Namespace:
 
     def learned_size(self, node: Node, size: int) -> None:
         """A read found the true size of a file the provider did not size (or sized wrong)."""
-        if node.entry.size != size:
-            node.entry.size = size
+        node.entry.size = size
 
     def ttl(self, node: Node) -> float:
         """Seconds the kernel may cache this node's entry and attributes."""
