@@ -131,6 +131,15 @@ class Mount:
                 self.proc.wait()
 
 
+def stop_daemon(mnt: Path, proc: subprocess.Popen) -> None:
+    """Teardown of a test's own daemon: clear its mount, then end it by PID."""
+    if str(mnt) in fuse_mounts():
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_mount(path: Path, proc: subprocess.Popen, log_file: Path) -> None:
     deadline = time.monotonic() + MOUNT_TIMEOUT
     while str(path) not in fuse_mounts():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from artifactfs.emulator import Emulator
-from tests.conftest import config_text, fuse_mounts, run, token_environ, wait_for_mount
+from tests.conftest import config_text, fuse_mounts, run, stop_daemon, token_environ, wait_for_mount
 
 ARTIFACTFS = [sys.executable, "-m", "artifactfs"]
 
@@ -137,15 +137,6 @@ def wait_exit(pid: int, timeout: float) -> bool:
     return False
 
 
-def stop(mnt: Path, proc: subprocess.Popen) -> None:
-    """Teardown: unmount if still mounted, and end the process this test started."""
-    if str(mnt) in fuse_mounts():
-        subprocess.run(["fusermount3", "-u", "-z", str(mnt)])
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-
-
 def test_sigterm_unmounts_cleanly(tmp_path: Path, emulator: Emulator, fuse_available: None) -> None:
     config = tmp_path / "config.toml"
     config.write_text(config_text(emulator, ("sigmic",), listing_ttl=60, cache_dir=tmp_path / "cache"))
@@ -160,7 +151,7 @@ def test_sigterm_unmounts_cleanly(tmp_path: Path, emulator: Emulator, fuse_avail
         assert proc.wait(15) == 0
         assert str(mnt) not in fuse_mounts()
     finally:
-        stop(mnt, proc)
+        stop_daemon(mnt, proc)
 
 
 def test_demo_mounts_the_emulator_and_ctrl_c_leaves_nothing(tmp_path: Path, fuse_available: None) -> None:
@@ -181,4 +172,4 @@ def test_demo_mounts_the_emulator_and_ctrl_c_leaves_nothing(tmp_path: Path, fuse
         assert "Try" in out and str(mnt) in out
         assert str(mnt) not in fuse_mounts()
     finally:
-        stop(mnt, proc)
+        stop_daemon(mnt, proc)

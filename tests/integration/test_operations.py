@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 
 from artifactfs.emulator import Emulator
-from tests.conftest import MountFactory, config_text, fuse_mounts, run, token_environ, wait_for_mount
+from tests.conftest import MountFactory, config_text, fuse_mounts, run, stop_daemon, token_environ, wait_for_mount
 from tests.integration.test_cli import ARTIFACTFS, artifactfs, assert_one_line_error, daemon_pid, wait_exit
 
 ALL = ("gumloop", "vm0", "sigmic", "plangrep")
@@ -29,15 +29,6 @@ def write_config(tmp_path: Path, emulator: Emulator, providers: tuple[str, ...] 
     config = tmp_path / "config.toml"
     config.write_text(config_text(emulator, providers, listing_ttl=60, cache_dir=tmp_path / "cache"))
     return config
-
-
-def stop(proc: subprocess.Popen, mnt: Path) -> None:
-    """Teardown of a test's own daemon: clear its mount, then end it by PID."""
-    if str(mnt) in fuse_mounts():
-        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
 
 
 # ---- systemd -------------------------------------------------------------------------------
@@ -85,7 +76,7 @@ def test_foreground_mount_speaks_sd_notify(tmp_path: Path, emulator: Emulator, f
         assert proc.wait(15) == 0
         assert str(mnt) not in fuse_mounts()
     finally:
-        stop(proc, mnt)
+        stop_daemon(mnt, proc)
 
 
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -160,7 +151,7 @@ def test_unmount_clears_a_killed_daemons_mount(tmp_path: Path, emulator: Emulato
         assert result.returncode == 0, result.stderr
         assert str(mnt) not in fuse_mounts()
     finally:
-        stop(proc, mnt)
+        stop_daemon(mnt, proc)
 
 
 def test_mount_helper_mounts_from_fstab_options(tmp_path: Path, emulator: Emulator, fuse_available: None) -> None:
@@ -211,7 +202,7 @@ def test_every_command_of_the_demo_tour_works(tmp_path: Path, fuse_available: No
         assert proc.wait(20) == 0
         assert str(mnt) not in fuse_mounts()
     finally:
-        stop(proc, mnt)
+        stop_daemon(mnt, proc)
 
 
 def test_debug_log_names_provider_and_path_and_holds_no_secret(mount: MountFactory, emulator: Emulator) -> None:
