@@ -9,10 +9,12 @@ Standard library only. ``Emulator`` serves two loopback origins:
   (nginx-autoindex HTML, no auth), for benchmarks against rclone's http backend and httpdirfs.
 - Storage origin: the signed/presigned URLs Gumloop's ``download_url`` and vm0's 302 point to.
 
-Where the provider docs are silent, each module's docstring says what was chosen:
-``gumloop``, ``vm0``, ``sigmic``, ``plangrep`` (API behaviour), ``static``, ``storage`` and
-``signing`` (signed URLs), ``paging`` (cursors), ``state`` (timestamps, switches), ``faults``
-(fault injection: ``Emulator.faults(origin).set(kind, ...)``).
+Each provider is one module of ``providers`` (discovered; see its docstring for what a
+module declares). Where the provider docs are silent, each module's docstring says what
+was chosen: ``providers.gumloop``, ``.vm0``, ``.sigmic``, ``.plangrep`` (API behaviour),
+``static``, ``storage`` and ``signing`` (signed URLs), ``paging`` (cursors), ``clock``
+(timestamps), ``world`` (switches), ``faults`` (fault injection:
+``Emulator.faults(origin).set(kind, ...)``).
 """
 
 from .app import Emulator

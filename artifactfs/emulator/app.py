@@ -1,6 +1,6 @@
 """``Emulator``: the world (data + switches) served on two loopback origins.
 
-The API origin serves all four provider APIs under path prefixes (``base_urls()``);
+The API origin serves every provider API under its path prefix (``base_urls()``);
 the storage origin serves the signed URLs that Gumloop's ``download_url`` and vm0's
 302 point to. Both record every request in one log (``requests()``), and each has
 fault switches (``faults(name).set(kind, ...)``, ``clear_faults()``; see ``faults``) and
@@ -12,13 +12,16 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from . import routes, sample, storage
+from . import routes, storage
 from .server import Origin, RequestLog
-from .state import DEFAULT_GUMLOOP_USER_ID, World
+from .world import World
 
 
 class Emulator(World):
-    """All four provider APIs on 127.0.0.1; ``start()``/``stop()`` or use as a context manager."""
+    """Every provider API on 127.0.0.1; ``start()``/``stop()`` or use as a context manager.
+
+    ``options`` go to the providers, named ``<type>_<option>`` (``gumloop_user_id="user_x"``).
+    """
 
     def __init__(
         self,
@@ -27,15 +30,16 @@ class Emulator(World):
         api_port: int = 0,
         storage_port: int = 0,
         host: str = "127.0.0.1",
-        gumloop_user_id: str = DEFAULT_GUMLOOP_USER_ID,
+        **options: Any,
     ) -> None:
-        super().__init__(tokens, gumloop_user_id)
+        super().__init__(tokens, **options)
         self.request_log = RequestLog()
         self._addresses = {"api": (host, api_port), "storage": (host, storage_port)}
         self._servers: dict[str, Origin] = {}
         self._threads: list[threading.Thread] = []
         if seed_sample_data:
-            sample.seed(self)
+            for kind, module in self.modules.items():
+                module.seed(self.providers[kind])
 
     def start(self) -> Emulator:
         """Bind both origins and serve them from background threads."""
@@ -47,6 +51,7 @@ class Emulator(World):
         }
         for name, router in routers.items():
             self._servers[name] = Origin(name, self._addresses[name], router, self.origins[name], self.request_log)
+        self.api_url = self._servers["api"].url
         self.storage_url = self._servers["storage"].url
         for server in self._servers.values():
             thread = threading.Thread(
@@ -78,13 +83,11 @@ class Emulator(World):
             raise RuntimeError("the emulator is not started")
         return self._servers[name]
 
-    @property
-    def api_url(self) -> str:
-        return self._server("api").url
-
     def base_urls(self) -> dict[str, str]:
         """The ``base_url`` to configure for each provider type."""
-        return {kind: self.api_url + path for kind, path in routes.BASE_PATHS.items()}
+        if not self.api_url:
+            raise RuntimeError("the emulator is not started")
+        return {kind: self.api_url + module.BASE_PATH for kind, module in self.modules.items()}
 
     def requests(self, origin: str | None = None, path_contains: str | None = None) -> list[dict[str, Any]]:
         """Copies of logged requests (oldest first), optionally filtered by origin and path substring."""
@@ -95,10 +98,12 @@ class Emulator(World):
 
     def ready_info(self) -> dict[str, Any]:
         """What a client needs to connect (printed by ``python -m artifactfs.emulator``)."""
-        return {
+        info: dict[str, Any] = {
             "api_url": self.api_url,
             "storage_url": self.storage_url,
             "base_urls": self.base_urls(),
             "tokens": dict(self.tokens),
-            "gumloop_user_id": self.gumloop_user_id,
         }
+        for state in self.providers.values():
+            info.update(state.ready_info())
+        return info

@@ -3,12 +3,13 @@
 No auth (it only ever listens on loopback). Endpoints:
   GET  /_emulator/requests[?origin=&path_contains=]   the request log, as a JSON list
   POST /_emulator/clear_requests
-  POST /_emulator/sigmic/put   {"task_id", "path", "content": text | "size" + "seed",
-                                "mime_type"?, "category"?, "modified_at"?}
   POST /_emulator/set          {"url_ttl": 5, "storage_ignore_range": true, ...}  (see ``World.set``)
   POST /_emulator/faults       {"origin": "storage", "kind": "cut", "after": 100, "count"?, "path_contains"?}
                                or {"clear": true, "origin"?}  (see ``faults``)
-Success is 200 ``{"ok": true}``; bad input is 400 ``{"error": "..."}``.
+  POST /_emulator/<type>/<action>   each provider's own (its module's ``CONTROL``):
+       sigmic/put  {"task_id", "path", "content": text | "size" + "seed",
+                    "mime_type"?, "category"?, "modified_at"?}
+Success is 200 ``{"ok": true}`` (plus what the action returns); bad input is 400 ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -17,44 +18,47 @@ from typing import Any
 
 from .blobs import Blob, BytesBlob, PatternBlob
 from .server import Reply, Request, RequestLog, json_reply
-from .state import World
+from .world import World
 
 PREFIX = "/_emulator"
 
 
 def handle(world: World, request_log: RequestLog, req: Request) -> Reply:
-    action = (req.method, req.path[len(PREFIX) :])
+    parts = req.path[len(PREFIX) :].strip("/").split("/")
+    result: dict[str, Any] | None = None
     try:
-        match action:
-            case ("GET", "/requests"):
+        match (req.method, parts):
+            case ("GET", ["requests"]):
                 params = req.params
                 return json_reply(200, request_log.entries(params.get("origin"), params.get("path_contains")))
-            case ("POST", "/clear_requests"):
+            case ("POST", ["clear_requests"]):
                 request_log.clear()
-            case ("POST", "/sigmic/put"):
-                body = req.json()
-                world.put_sigmic_file(
-                    body["task_id"],
-                    body["path"],
-                    _content(body),
-                    mime_type=body.get("mime_type"),
-                    category=body.get("category"),
-                    modified_at=body.get("modified_at"),
-                )
-            case ("POST", "/set"):
-                world.set(**req.json())
-            case ("POST", "/faults"):
-                _faults(world, req.json())
+            case ("POST", ["set"]):
+                world.set(**_object(req))
+            case ("POST", ["faults"]):
+                _faults(world, _object(req))
+            case ("POST", [kind, name]) if name in _actions(world, kind):
+                result = world.modules[kind].CONTROL[name](world.providers[kind], _object(req))
             case _:
                 return json_reply(404, {"error": f"no control endpoint {req.method} {req.path}"})
     except (KeyError, TypeError, ValueError) as exc:
         return json_reply(400, {"error": f"{type(exc).__name__}: {exc}"})
-    return json_reply(200, {"ok": True})
+    return json_reply(200, {"ok": True, **(result or {})})
 
 
-def _faults(world: World, body: Any) -> None:
+def _actions(world: World, kind: str) -> set[str]:
+    module = world.modules.get(kind)
+    return set(module.CONTROL) if module else set()
+
+
+def _object(req: Request) -> dict[str, Any]:
+    body = req.json()
     if not isinstance(body, dict):
         raise TypeError("expected a JSON object")
+    return body
+
+
+def _faults(world: World, body: dict[str, Any]) -> None:
     options = dict(body)
     origin = options.pop("origin", None)
     if options.pop("clear", False):
@@ -68,7 +72,8 @@ def _faults(world: World, body: Any) -> None:
     world.faults(origin).set(options.pop("kind"), **options)
 
 
-def _content(body: dict[str, Any]) -> Blob:
+def content(body: dict[str, Any]) -> Blob:
+    """A control body's file content: ``"content"`` (text), or ``"size"`` and ``"seed"`` of a pattern."""
     if "content" in body:
         return BytesBlob(str(body["content"]).encode())
     return PatternBlob(int(body["size"]), int(body.get("seed", 0)))

@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from .state import iso, to_epoch
+from .clock import iso, to_epoch
 
 T = TypeVar("T")
 Key = tuple[float, str]

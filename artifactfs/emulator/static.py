@@ -17,27 +17,29 @@ import html
 import time
 import urllib.parse
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from .server import BlobReply, Reply, Request
-from .sigmic import file_reply
-from .state import SigmicFile, World
+
+if TYPE_CHECKING:
+    from .providers.sigmic import SigmicFile, State
 
 PREFIX = "/static"
 _NAME_COLUMN = 50
 
 
-def handle(world: World, req: Request, parts: list[str]) -> Reply | BlobReply:
+def handle(state: State, req: Request, parts: list[str]) -> Reply | BlobReply:
     if not parts:
-        with world.lock:
-            tasks = {task: _newest(files.values()) for task, files in world.sigmic_tasks.items()}
+        with state.world.lock:
+            tasks = {task: _newest(files.values()) for task, files in state.tasks.items()}
         return _directory(req, tasks, {})
     task_id, rel = parts[0], "/".join(parts[1:])
-    with world.lock:
-        files = world.sigmic_tasks.get(task_id, {})
+    with state.world.lock:
+        files = state.tasks.get(task_id, {})
         f = None if req.path.endswith("/") else files.get(rel)
         subdirs, children = ({}, {}) if f else _children(files, rel + "/" if rel else "")
     if f is not None:
-        return file_reply(task_id, f, filename=None)
+        return state.file_reply(task_id, f, filename=None)
     if not subdirs and not children:
         return _not_found()
     return _directory(req, subdirs, children)

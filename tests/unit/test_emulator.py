@@ -64,6 +64,64 @@ def test_base_urls_and_defaults(emu: Emulator) -> None:
     assert emu.tokens["sigmic"] == "demo-sigmic-token" and emu.gumloop_user_id == "user_demo"
 
 
+FIFTH = """
+from artifactfs.emulator.providers import ProviderState
+from artifactfs.emulator.server import json_reply
+
+BASE_PATH = "/fifth/v2"
+DEFAULT_TOKEN = "fifth-token"
+BUCKET = ""
+ROUTES = {}
+
+
+class State(ProviderState):
+    def __init__(self, world, greeting="hello"):
+        super().__init__(world)
+        self.greeting = greeting
+        self.items = []
+
+    def add(self, item):
+        self.items.append(item)
+
+    def ready_info(self):
+        return {"fifth_greeting": self.greeting}
+
+
+def handle(state, req, parts):
+    return json_reply(200, {"greeting": state.greeting, "items": state.items, "parts": parts})
+
+
+def seed(state):
+    state.add("sample")
+
+
+CONTROL = {"add": lambda state, body: state.add(body["item"])}
+EXPORTS = {"add_fifth_item": "add"}
+"""
+
+
+def test_a_fifth_provider_is_one_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        http: httpx.Client) -> None:
+    from artifactfs.emulator import providers
+
+    (tmp_path / "fifth.py").write_text(FIFTH)
+    monkeypatch.setattr(providers, "__path__", [*providers.__path__, str(tmp_path)])
+    try:
+        with Emulator(fifth_greeting="hi") as emu:
+            assert emu.base_urls()["fifth"] == emu.api_url + "/fifth/v2"
+            info = emu.ready_info()
+            assert info["tokens"]["fifth"] == "fifth-token" and info["fifth_greeting"] == "hi"
+            emu.add_fifth_item("direct")
+            assert http.post(emu.api_url + "/_emulator/fifth/add", json={"item": "remote"}).json() == {"ok": True}
+            body = http.get(emu.base_urls()["fifth"] + "/a/b").json()
+            assert body == {"greeting": "hi", "items": ["sample", "direct", "remote"], "parts": ["a", "b"]}
+            assert emu.fifth.items is emu.providers["fifth"].items
+    finally:
+        sys.modules.pop("artifactfs.emulator.providers.fifth", None)
+    with pytest.raises(TypeError, match="unknown options"):
+        Emulator(nobody_option=1)
+
+
 def test_pattern_blob_is_deterministic_and_never_periodic() -> None:
     blob = PatternBlob(3 * (1 << 20) + 123, seed=5)
     assert blob.read(0, 64) == PatternBlob(10, seed=5).read(0, 10) + blob.read(10, 54)

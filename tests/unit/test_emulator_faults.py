@@ -16,7 +16,6 @@ import pytest
 import urllib3
 
 from artifactfs.emulator import Emulator, PatternBlob
-from artifactfs.emulator import storage
 
 TASK = "task_faults"
 SIZE = 200_000
@@ -52,7 +51,7 @@ def data(emu: Emulator) -> bytes:
 
 def gumloop_url(emu: Emulator, content: bytes = b"stored bytes 0123456789") -> str:
     artifact_id, version_id = emu.put_gumloop_artifact("agentF", "f.bin", content)
-    return storage.gumloop_url(emu, artifact_id, version_id)
+    return emu.gumloop.signed_url(artifact_id, version_id)
 
 
 def raw_get(base_url: str, target: str, headers: dict[str, str] | None = None, timeout: float = 5) -> bytes:
@@ -309,7 +308,7 @@ def test_ignore_range_through_the_fault_api(emu: Emulator, http: httpx.Client) -
 def test_expire_signatures_then_fresh_urls_work(emu: Emulator, http: httpx.Client) -> None:
     old_gcs = gumloop_url(emu)
     artifact_id, version_id = emu.put_vm0_version("faulty", {"a.txt": b"a"})
-    old_s3 = storage.vm0_url(emu, artifact_id, version_id)
+    old_s3 = emu.vm0.signed_url(artifact_id, version_id)
     assert http.get(old_gcs).status_code == 200 and http.get(old_s3).status_code == 200
 
     emu.faults("storage").set("expire_signatures")
@@ -321,7 +320,7 @@ def test_expire_signatures_then_fresh_urls_work(emu: Emulator, http: httpx.Clien
 
     fresh = gumloop_url(emu)
     assert http.get(fresh).status_code == 200
-    assert http.get(storage.vm0_url(emu, artifact_id, version_id)).status_code == 200
+    assert http.get(emu.vm0.signed_url(artifact_id, version_id)).status_code == 200
     tampered = fresh.replace("X-Goog-Signature=", "X-Goog-Signature=0")
     assert "<Code>SignatureDoesNotMatch</Code>" in http.get(tampered).text  # forgeries are still forgeries
     emu.faults("storage").clear()

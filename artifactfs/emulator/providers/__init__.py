@@ -1,0 +1,82 @@
+"""The emulated providers, one module each, found by ``discover()``: a fifth provider is one new module.
+
+The module's name is the provider type (the config's ``type``). At module level it declares:
+
+  BASE_PATH      where its API lives on the API origin (``Emulator.base_urls()[type]``)
+  DEFAULT_TOKEN  the token accepted unless ``Emulator(tokens={type: ...})`` says otherwise
+  State          its data and the methods that change it, built as ``State(world, **options)``
+                 (``Emulator(<type>_<option>=...)``); a ``ProviderState``
+  handle         ``handle(state, req, parts)``: the answer to ``BASE_PATH/<parts...>``
+  seed           ``seed(state)``: the sample data
+  CONTROL        ``{name: action(state, body)}``: ``POST /_emulator/<type>/<name>`` with a JSON
+                 object body; the action's dict (if any) is merged into ``{"ok": true}``
+  EXPORTS        ``{world attribute: state attribute}``: shortcuts such as ``World.put_sigmic_file``
+  ROUTES         more ``{path prefix: handler}`` on the API origin, served like ``handle``
+  BUCKET         a path prefix on the storage origin (``""``: none), whose requests
+                 ``state.serve_object(req, parts)`` answers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..server import BlobReply, Reply, Request
+    from ..world import World
+
+Handler = Callable[[Any, "Request", list[str]], "Reply | BlobReply"]
+ControlAction = Callable[[Any, dict[str, Any]], "dict[str, Any] | None"]
+
+
+@dataclasses.dataclass
+class NoSwitches:
+    """For a provider without switches of its own."""
+
+
+class ProviderState:
+    """Base of each provider's data: the world it lives in and its switches.
+
+    ``switches`` is a dataclass; ``World.set(<type>_<field>=value)`` sets its fields,
+    checked against their annotations.
+    """
+
+    switches: Any = NoSwitches()
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def ready_info(self) -> dict[str, Any]:
+        """What ``Emulator.ready_info()`` adds for this provider, besides its base URL and token."""
+        return {}
+
+    def serve_object(self, req: Request, parts: list[str]) -> Reply | BlobReply:
+        raise NotImplementedError(f"{type(self).__name__} has no storage bucket")
+
+
+class ProviderModule(Protocol):
+    """What ``discover()`` expects of a provider module (see the package docstring)."""
+
+    BASE_PATH: str
+    DEFAULT_TOKEN: str
+    State: type[ProviderState]
+    CONTROL: Mapping[str, ControlAction]
+    EXPORTS: Mapping[str, str]
+    ROUTES: Mapping[str, Handler]
+    BUCKET: str
+
+    def handle(self, state: Any, req: Request, parts: list[str]) -> Reply | BlobReply: ...
+
+    def seed(self, state: Any) -> None: ...
+
+
+def discover() -> dict[str, ProviderModule]:
+    """Every provider module of this package, by type, in name order."""
+    found: dict[str, ProviderModule] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            found[info.name] = importlib.import_module(f"{__name__}.{info.name}")  # type: ignore[assignment]
+    return found
