@@ -1,8 +1,14 @@
-"""Signed storage URLs, shaped like GCS (``X-Goog-*``) and S3 (``X-Amz-*``) presigned URLs.
+"""Signed storage URLs, shaped like S3 SigV4 presigned URLs (``X-Amz-*``) and GCS V4 signed URLs (``X-Goog-*``).
 
-Simplified on purpose: the signature is HMAC-SHA256 over ``path`` and the absolute
-expiry (unix seconds), so a changed path, expiry or signature is refused. The HTTP
-method is not signed, so a GET URL also answers HEAD (real S3/GCS are stricter).
+Each carries ``<prefix>-Algorithm`` (``AWS4-HMAC-SHA256`` / ``GOOG4-RSA-SHA256``),
+``-Credential`` (``<key>/<YYYYMMDD>/<region>/<service>/<aws4|goog4>_request``), ``-Date``
+(``YYYYMMDDTHHMMSSZ``, when it was signed), ``-Expires`` (seconds after ``-Date``),
+``-SignedHeaders=host`` and ``-Signature`` (64 hex).
+
+Simplified on purpose: the signature is HMAC-SHA256 over the path and the other five
+parameters as sent, so a changed path, date, lifetime or signature is refused, and the
+URL expires at ``Date + Expires``. The HTTP method is not signed, so a GET URL also
+answers HEAD (real S3/GCS are stricter).
 
 ``Signer.revoke_all()`` (the ``expire_signatures`` fault) retires the secret: every URL
 signed so far is then refused as expired, early, while URLs signed afterwards work.
@@ -12,24 +18,37 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
+
+DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_SIGNED = ("Algorithm", "Credential", "Date", "Expires", "SignedHeaders")
 
 
 @dataclass(frozen=True)
 class Scheme:
-    """Query parameter names of one storage flavour."""
+    """One storage flavour: its query parameters' prefix, algorithm and credential."""
 
-    expires: str
-    signature: str
+    prefix: str
+    algorithm: str
+    access_key: str
+    scope: str  # after the day in the credential: region/service/terminator
+
+    def param(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
 
 
-GCS = Scheme("X-Goog-Expires", "X-Goog-Signature")
-S3 = Scheme("X-Amz-Expires", "X-Amz-Signature")
+S3 = Scheme("X-Amz", "AWS4-HMAC-SHA256", "EMULATORR2ACCESSKEY", "auto/s3/aws4_request")
+GCS = Scheme(
+    "X-Goog", "GOOG4-RSA-SHA256", "gumloop-artifacts@artifactfs-emulator.iam.gserviceaccount.com",
+    "auto/storage/goog4_request",
+)  # fmt: skip
 
 
 class Refusal(Enum):
@@ -49,15 +68,26 @@ class Signer:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _signature(secret: bytes, path: str, expires: int) -> str:
-        return hmac.new(secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+    def _signature(secret: bytes, path: str, signed: list[str]) -> str:
+        return hmac.new(secret, "\n".join([path, *signed]).encode(), hashlib.sha256).hexdigest()
+
+    def query(self, path: str, scheme: Scheme, ttl: float) -> str:
+        """The signed query string for ``path``, valid ``ttl`` seconds (rounded up) from now."""
+        now = datetime.fromtimestamp(int(time.time()), UTC)
+        values = [
+            scheme.algorithm,
+            f"{scheme.access_key}/{now:%Y%m%d}/{scheme.scope}",
+            now.strftime(DATE_FORMAT),
+            str(max(0, math.ceil(ttl))),
+            "host",
+        ]
+        params = {scheme.param(name): value for name, value in zip(_SIGNED, values, strict=True)}
+        params[scheme.param("Signature")] = self._signature(self._secret, path, values)
+        return urllib.parse.urlencode(params)
 
     def sign(self, base_url: str, path: str, scheme: Scheme, ttl: float) -> str:
-        """``base_url + path`` with expiry ``now + ttl`` and its signature."""
-        expires = int(time.time() + ttl)
-        signature = self._signature(self._secret, path, expires)
-        query = urllib.parse.urlencode({scheme.expires: expires, scheme.signature: signature})
-        return f"{base_url}{path}?{query}"
+        """``base_url + path`` with its signed query."""
+        return f"{base_url}{path}?{self.query(path, scheme, ttl)}"
 
     def revoke_all(self) -> None:
         """Every URL signed so far is refused as expired from now on; later ones are signed anew."""
@@ -71,29 +101,38 @@ class Signer:
         if not revoked:
             return False
         for scheme in (GCS, S3):
-            raw_expires, signature = params.get(scheme.expires), params.get(scheme.signature)
-            if raw_expires is not None and signature is not None and raw_expires.isdigit():
-                if self._matches(revoked, signature, path, int(raw_expires)):
-                    return True
+            presented = _presented(params, scheme)
+            if presented is not None and self._matches(revoked, path, presented):
+                return True
         return False
 
-    def _matches(self, secrets: tuple[bytes, ...], signature: str, path: str, expires: int) -> bool:
+    def _matches(self, secrets: tuple[bytes, ...], path: str, presented: list[str]) -> bool:
+        *signed, signature = presented
         return any(
-            hmac.compare_digest(signature.encode(), self._signature(secret, path, expires).encode())
+            hmac.compare_digest(signature.encode(), self._signature(secret, path, signed).encode())
             for secret in secrets
         )
 
     def check(self, path: str, params: dict[str, str], scheme: Scheme) -> Refusal | None:
         """None when the URL is genuine and unexpired; the signature is checked before the expiry."""
-        raw_expires, signature = params.get(scheme.expires), params.get(scheme.signature)
-        if raw_expires is None or signature is None:
+        presented = _presented(params, scheme)
+        if presented is None:
             return Refusal.MISSING
+        if not self._matches((self._secret,), path, presented):
+            return Refusal.EXPIRED if self._matches(self._revoked, path, presented) else Refusal.BAD_SIGNATURE
         try:
-            expires = int(raw_expires)
+            signed_at = datetime.strptime(params[scheme.param("Date")], DATE_FORMAT).replace(tzinfo=UTC)
+            lifetime = int(params[scheme.param("Expires")])
         except ValueError:
             return Refusal.BAD_SIGNATURE
-        if not self._matches((self._secret,), signature, path, expires):
-            return Refusal.EXPIRED if self._matches(self._revoked, signature, path, expires) else Refusal.BAD_SIGNATURE
-        if time.time() >= expires:
+        if time.time() >= signed_at.timestamp() + lifetime:
             return Refusal.EXPIRED
         return None
+
+
+def _presented(params: dict[str, str], scheme: Scheme) -> list[str] | None:
+    """The five signed values and the signature, as sent; None if any is missing."""
+    names = [scheme.param(name) for name in (*_SIGNED, "Signature")]
+    if any(name not in params for name in names):
+        return None
+    return [params[name] for name in names]

@@ -24,7 +24,11 @@ _MESSAGES = {
         Refusal.EXPIRED: ("ExpiredToken", "The provided token has expired."),
     },
     S3: {
-        Refusal.MISSING: ("AccessDenied", "Query-string authentication requires the Signature and Expires parameters"),
+        Refusal.MISSING: (
+            "AuthorizationQueryParametersError",
+            "Query-string authentication version 4 requires the X-Amz-Algorithm, X-Amz-Credential, "
+            "X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, and X-Amz-Expires parameters.",
+        ),
         Refusal.BAD_SIGNATURE: (
             "SignatureDoesNotMatch",
             "The request signature we calculated does not match the signature you provided.",

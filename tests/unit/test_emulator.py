@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import tarfile
 import time
 import urllib.parse
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -220,7 +222,7 @@ def test_gumloop_list_shape(emu: Emulator, http: httpx.Client) -> None:
     assert report["metadata"]["media_type"] == "application/pdf"
     assert report["metadata"]["size"] == emu.gumloop_version("art_aBcDeF123").size
     assert report["creator"]["email"] == "ada@example.com"
-    assert report["url"].startswith(emu.storage_url + "/gumloop-artifacts/art_aBcDeF123/ver_xYz9012?X-Goog-Expires=")
+    assert report["url"].startswith(emu.storage_url + "/gumloop-artifacts/art_aBcDeF123/ver_xYz9012?X-Goog-Algorithm=")
     assert arts["art_gHiJkL456"]["metadata"] == {}
     assert arts["art_pQrStU789"]["creator"] is None
     assert any(a["filename"] is None for a in arts.values())
@@ -376,7 +378,7 @@ def test_vm0_download_redirect_and_archive(emu: Emulator, http: httpx.Client) ->
     r = get(http, emu, "vm0", f"/v1/artifacts/{artifact_id}/download")
     assert r.status_code == 302
     location = r.headers["location"]
-    assert location.startswith(f"{emu.storage_url}/vm0-artifacts/{artifact_id}/{new}.tar.gz?X-Amz-Expires=")
+    assert location.startswith(f"{emu.storage_url}/vm0-artifacts/{artifact_id}/{new}.tar.gz?X-Amz-Algorithm=")
     assert "X-Amz-Signature=" in location
     archive = http.get(location)
     assert archive.status_code == 200 and archive.content == emu.vm0_archive(artifact_id, new)
@@ -502,6 +504,41 @@ def test_storage_switches(emu: Emulator, http: httpx.Client) -> None:
         emu.set(no_such_switch=True)
     with pytest.raises(TypeError):
         emu.set(storage_chunked="yes")
+
+
+def signed_query(url: str) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+@pytest.mark.parametrize(("prefix", "algorithm", "scope"), [
+    ("X-Amz", "AWS4-HMAC-SHA256", "/auto/s3/aws4_request"),
+    ("X-Goog", "GOOG4-RSA-SHA256", "/auto/storage/goog4_request"),
+])
+def test_signed_urls_are_shaped_like_sigv4_and_gcs_v4(emu: Emulator, http: httpx.Client, prefix: str,
+                                                      algorithm: str, scope: str) -> None:
+    if prefix == "X-Amz":
+        url = get(http, emu, "vm0", f"/v1/artifacts/{emu.vm0_artifact_id('training-run')}/download").headers["location"]
+    else:
+        url = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download").json()["download_url"]
+    query = signed_query(url)
+    names = ["Algorithm", "Credential", "Date", "Expires", "SignedHeaders", "Signature"]
+    assert list(query) == [f"{prefix}-{name}" for name in names]
+    signed_at = datetime.strptime(query[f"{prefix}-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert abs(signed_at.timestamp() - time.time()) < 5
+    assert query[f"{prefix}-Algorithm"] == algorithm and query[f"{prefix}-SignedHeaders"] == "host"
+    assert query[f"{prefix}-Credential"].endswith(f"/{signed_at:%Y%m%d}{scope}")
+    assert query[f"{prefix}-Expires"].isdigit() and re.fullmatch("[0-9a-f]{64}", query[f"{prefix}-Signature"])
+    assert http.get(url).status_code == 200
+    for name, value in (("Date", "20200101T000000Z"), ("Expires", "999999"), ("SignedHeaders", "host;range")):
+        tampered = url.replace(urllib.parse.urlencode({f"{prefix}-{name}": query[f"{prefix}-{name}"]}),
+                               urllib.parse.urlencode({f"{prefix}-{name}": value}))
+        r = http.get(tampered)
+        assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text, name
+    r = http.get(url.replace(f"&{prefix}-Credential=", f"&{prefix}-Nothing="))
+    assert r.status_code == 403 and "SignatureDoesNotMatch" not in r.text
+    emu.set(url_ttl=0)
+    expired = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download").json()["download_url"]
+    assert signed_query(expired)["X-Goog-Expires"] == "0" and http.get(expired).status_code == 403
 
 
 # ---- request log and control endpoints -----------------------------------------------
