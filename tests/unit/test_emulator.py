@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -189,137 +186,6 @@ def test_put_and_remove_sigmic_file(emu: Emulator, http: httpx.Client) -> None:
     assert r.content == b"a,b\n1,2\n"
     emu.remove_sigmic_file("task_123", "downloads/output.csv")
     assert "downloads/output.csv" not in listing()
-
-
-# ---- Gumloop -------------------------------------------------------------------------
-
-
-def test_gumloop_list_shape(emu: Emulator, http: httpx.Client) -> None:
-    r = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts")
-    assert r.status_code == 200 and set(r.json()) == {"artifacts", "next_cursor"}
-    arts = {a["id"]: a for a in r.json()["artifacts"]}
-    assert r.json()["next_cursor"] is None and len(arts) == 6
-    fields = {
-        "id",
-        "version_id",
-        "major_version",
-        "agent_id",
-        "session_id",
-        "filename",
-        "created_at",
-        "metadata",
-        "url",
-        "creator",
-    }
-    assert all(set(a) == fields for a in arts.values())
-    report = arts["art_aBcDeF123"]  # the doc's example, at its current (second) version
-    assert (report["version_id"], report["major_version"], report["filename"]) == (
-        "ver_xYz9012",
-        2,
-        "q4_sales_report.pdf",
-    )
-    assert report["created_at"] == "2026-05-15T14:32:00Z" and report["session_id"] == "ses_8h2k4m1n"
-    assert report["metadata"]["media_type"] == "application/pdf"
-    assert report["metadata"]["size"] == emu.gumloop_version("art_aBcDeF123").size
-    assert report["creator"]["email"] == "ada@example.com"
-    assert report["url"].startswith(emu.storage_url + "/gumloop-artifacts/art_aBcDeF123/ver_xYz9012?X-Goog-Algorithm=")
-    assert arts["art_gHiJkL456"]["metadata"] == {}
-    assert arts["art_pQrStU789"]["creator"] is None
-    assert any(a["filename"] is None for a in arts.values())
-    assert sorted(a["filename"] or "" for a in arts.values()).count("report.md") == 2
-    created = [a["created_at"] for a in r.json()["artifacts"]]
-    assert created == sorted(created, reverse=True)
-
-
-def test_gumloop_errors(emu: Emulator, http: httpx.Client) -> None:
-    url = emu.base_urls()["gumloop"] + f"/agents/{AGENT}/artifacts"
-    token = {"Authorization": "Bearer demo-gumloop-token"}
-    for headers in (
-        {},
-        token,
-        {**token, "x-auth-key": "user_other"},
-        {"Authorization": "Bearer bad", "x-auth-key": "user_demo"},
-    ):
-        r = http.get(url, headers=headers)
-        assert r.status_code == 401 and set(r.json()) == {"detail"}
-    assert get(http, emu, "gumloop", "/agents/nobody/artifacts").status_code == 404
-    assert get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params={"page_size": "ten"}).status_code == 400
-    assert get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params={"cursor": "garbage"}).status_code == 400
-    assert get(http, emu, "gumloop", "/artifacts/art_nope/download").status_code == 404
-    r = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download", params={"version_id": "ver_nope"})
-    assert r.status_code == 404 and "detail" in r.json()
-    r = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params={"page_size": "0"})
-    assert len(r.json()["artifacts"]) == 1  # clamped to 1
-
-
-def test_gumloop_pagination_over_250(emu: Emulator, http: httpx.Client) -> None:
-    emu.add_gumloop_agent("bulkAgent")
-    for i in range(250):
-        emu.put_gumloop_artifact("bulkAgent", f"file_{i:03d}.txt", f"{i}\n")
-    seen: list[str] = []
-    cursors: list[str | None] = []
-    cursor = None
-    for _ in range(3):
-        params = {"page_size": "100", **({"cursor": cursor} if cursor else {})}
-        body = get(http, emu, "gumloop", "/agents/bulkAgent/artifacts", params=params).json()
-        seen += [a["filename"] for a in body["artifacts"]]
-        cursor = body["next_cursor"]
-        cursors.append(cursor)
-    assert [len(seen[:100]), len(seen[100:200]), len(seen[200:])] == [100, 100, 50]
-    assert cursors[0] and cursors[1] and cursors[2] is None
-    assert set(json.loads(base64.urlsafe_b64decode(cursors[0]))) == {"created_ts", "id"}
-    assert seen == [f"file_{i:03d}.txt" for i in reversed(range(250))]  # newest first, no repeats
-    oldest = get(
-        http, emu, "gumloop", "/agents/bulkAgent/artifacts", params={"sort_order": "oldest", "page_size": "500"}
-    )
-    assert [a["filename"] for a in oldest.json()["artifacts"]] == [f"file_{i:03d}.txt" for i in range(100)]
-
-
-def test_gumloop_search_and_session(emu: Emulator, http: httpx.Client) -> None:
-    def names(**params: str) -> list[str | None]:
-        body = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts", params=params).json()
-        return sorted(a["filename"] or "" for a in body["artifacts"])
-
-    assert names(search_query="REPORT") == ["q4_sales_report.pdf", "report.md", "report.md"]
-    assert names(session_id="ses_3p9q7r2s") == ["chart.png", "report.md", "report.md"]
-    assert names(session_id="ses_3p9q7r2s", search_query=".png") == ["chart.png"]
-    assert names(session_id="ses_unknown") == []
-
-
-def test_gumloop_versions_and_signed_urls(emu: Emulator, http: httpx.Client) -> None:
-    r = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download")
-    assert r.status_code == 200 and set(r.json()) == {"download_url", "filename", "media_type", "size"}
-    current = r.json()
-    assert (current["filename"], current["media_type"]) == ("q4_sales_report.pdf", "application/pdf")
-    body = http.get(current["download_url"])  # no token: the URL is the credential
-    assert body.status_code == 200 and body.content == emu.gumloop_version("art_aBcDeF123").read_all()
-    assert current["size"] == len(body.content)
-
-    old = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download", params={"version_id": "ver_mNo3456"}).json()
-    assert "/ver_mNo3456?" in old["download_url"]
-    assert http.get(old["download_url"]).content == emu.gumloop_version("art_aBcDeF123", "ver_mNo3456").read_all()
-    assert http.get(old["download_url"]).content != body.content
-
-    no_meta = get(http, emu, "gumloop", "/artifacts/art_gHiJkL456/download").json()
-    assert no_meta["size"] is None and no_meta["media_type"] is None
-
-    tampered = current["download_url"].replace("X-Goog-Signature=", "X-Goog-Signature=0")
-    r = http.get(tampered)
-    assert r.status_code == 403 and "<Code>SignatureDoesNotMatch</Code>" in r.text
-    r = http.get(current["download_url"].split("?")[0])
-    assert r.status_code == 403 and "<Code>AccessDenied</Code>" in r.text
-    emu.set_url_ttl(0)
-    expired = get(http, emu, "gumloop", "/artifacts/art_aBcDeF123/download").json()["download_url"]
-    r = http.get(expired)
-    assert r.status_code == 403 and "<Code>ExpiredToken</Code>" in r.text
-
-
-def test_gumloop_new_version_becomes_current(emu: Emulator, http: httpx.Client) -> None:
-    artifact_id, version_id = emu.put_gumloop_artifact(AGENT, "q4_sales_report.pdf", b"v3", artifact_id="art_aBcDeF123")
-    assert artifact_id == "art_aBcDeF123"
-    first = get(http, emu, "gumloop", f"/agents/{AGENT}/artifacts").json()["artifacts"][0]
-    assert (first["id"], first["version_id"], first["major_version"]) == (artifact_id, version_id, 3)
-    assert first["session_id"] == "ses_8h2k4m1n"  # inherited from the previous version
 
 
 # ---- Plangrep ------------------------------------------------------------------------
@@ -520,7 +386,8 @@ def test_module_runs_until_sigterm(tmp_path: Path) -> None:
         while not ready.exists() and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
         info = json.loads(ready.read_text())
-        assert set(info) == {"api_url", "storage_url", "base_urls", "tokens", "gumloop_user_id"}
+        assert set(info) == {"api_url", "storage_url", "base_urls", "tokens", "gumloop_user_id", "gumloop_oauth_token",
+                             "gumloop_team_token", "gumloop_team_id"}
         r = httpx.get(
             info["base_urls"]["sigmic"] + "/api/v1/tasks/task_123/artifacts",
             headers={"Authorization": f"Bearer {info['tokens']['sigmic']}"},

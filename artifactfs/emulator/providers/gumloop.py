@@ -1,30 +1,47 @@
 """Gumloop public API: ``/agents/{agent_id}/artifacts`` and ``/artifacts/{artifact_id}/download``.
 
+To the docs (docs.gumloop.com API reference) and the official SDK (gumloop-py):
+- ``Authorization: Bearer <token>`` with one of three kinds of token: the personal API key
+  (``tokens["gumloop"]``), which also needs ``x-auth-key: <user id>``; an OAuth access
+  token, which needs nothing else; a team key, which needs ``team_id=<team id>`` as a query
+  parameter on every request (``x-auth-key`` optional, and checked when given).
+- Errors are ``{"error": {"message", "code", "type"[, "param"]}}``, what the SDK parses.
+- ``page_size`` defaults to 20 and is clamped to 1–100; one that is not an integer is 400.
+- ``url`` and ``download_url`` are GCS V4 signed URLs (``signing.GCS``); an artifact put
+  with ``external_url`` is linked there instead, with the same signed query appended,
+  and the storage origin is not involved.
+
 Choices where the docs are silent:
-- Auth is a personal API key: ``Authorization: Bearer`` and ``x-auth-key: <user id>`` are
-  both required; either missing or wrong is 401 ``{"detail": ...}`` (FastAPI style).
+- Auth failures: no token is 401 ``missing_api_key``; an unknown one 401 ``invalid_api_key``;
+  a personal key without ``x-auth-key`` 401 ``missing_user_id``, with a wrong one (any key)
+  401 ``invalid_user_id``; a team key without ``team_id`` 401 ``missing_team_id`` (it cannot
+  be validated), with another team's id 403 ``forbidden``. OAuth tokens ignore ``x-auth-key``.
 - The list holds the current version of each artifact, ordered by that version's
   ``created_at`` (then id); a new version therefore moves its artifact to the front.
-- ``sort_order`` other than ``newest``/``oldest``, a bad ``cursor``, or a non-integer
-  ``page_size`` is 400. An unknown ``session_id`` is simply an empty list.
+- ``sort_order`` other than ``newest``/``oldest`` or a bad ``cursor`` is 400
+  ``invalid_parameter``. An unknown ``session_id`` is simply an empty list; an unknown
+  agent is 404.
 - ``metadata`` is ``{"media_type", "size"}``, or ``{}`` for artifacts stored without it;
   then the download endpoint's ``media_type`` and ``size`` are null too.
-- Every ``url``/``download_url`` is freshly signed for ``url_ttl`` seconds (default 300).
+- Every ``url``/``download_url`` is freshly signed, valid 900 s (the lifetime of Google's
+  V4 signing sample) unless the ``url_ttl`` switch says otherwise.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .. import paging, storage
 from ..blobs import Blob, as_blob
 from ..clock import Timestamp, iso
+from ..control import content
 from ..mime import guess_mime
 from ..samplefiles import pdf_bytes, png_bytes
-from ..server import AuthProblem, BlobReply, Reply, Request, bearer_problem, json_reply
+from ..server import BlobReply, Reply, Request, json_reply
 from ..signing import GCS
 from . import ProviderState
 
@@ -41,10 +58,12 @@ EXPORTS = {
     "gumloop_version": "version",
     "gumloop_user_id": "user_id",
 }
-CONTROL: dict[str, Any] = {}
 
 DEFAULT_USER_ID = "user_demo"
-DEFAULT_URL_TTL = 300.0
+DEFAULT_OAUTH_TOKEN = "gumloop-oauth-demo-access-token"
+DEFAULT_TEAM_TOKEN = "gumloop-team-demo-key"
+DEFAULT_TEAM_ID = "team_demo"
+DEFAULT_URL_TTL = 900.0
 SORT_ORDERS = ("newest", "oldest")
 DEFAULT_CREATOR: dict[str, str | None] = {
     "id": "user_19a3bc",
@@ -67,6 +86,7 @@ class GumloopVersion:
     media_type: str
     metadata_size: bool  # False: metadata is {} and the download endpoint gives no size/type
     creator: dict[str, Any] | None
+    external_url: str | None  # where the bytes live when not on the storage origin
 
 
 @dataclass
@@ -86,14 +106,29 @@ class GumloopArtifact:
 class State(ProviderState):
     """Agents, their artifacts and each artifact's versions."""
 
-    def __init__(self, world: World, user_id: str = DEFAULT_USER_ID) -> None:
+    def __init__(
+        self,
+        world: World,
+        user_id: str = DEFAULT_USER_ID,
+        oauth_token: str = DEFAULT_OAUTH_TOKEN,
+        team_token: str = DEFAULT_TEAM_TOKEN,
+        team_id: str = DEFAULT_TEAM_ID,
+    ) -> None:
         super().__init__(world)
         self.user_id = user_id
+        self.oauth_token = oauth_token
+        self.team_token = team_token
+        self.team_id = team_id
         self.agents: set[str] = set()
         self.artifacts: dict[str, GumloopArtifact] = {}
 
     def ready_info(self) -> dict[str, Any]:
-        return {"gumloop_user_id": self.user_id}
+        return {
+            "gumloop_user_id": self.user_id,
+            "gumloop_oauth_token": self.oauth_token,
+            "gumloop_team_token": self.team_token,
+            "gumloop_team_id": self.team_id,
+        }
 
     def add_agent(self, agent_id: str) -> None:
         with self.world.lock:
@@ -111,10 +146,13 @@ class State(ProviderState):
         creator: dict[str, Any] | None = _UNSET,
         version_id: str | None = None,
         created_at: Timestamp = None,
+        external_url: str | None = None,
     ) -> tuple[str, str]:
         """A new artifact, or a new current version of ``artifact_id`` (major_version + 1).
 
-        A new version without ``session_id`` stays in its predecessor's session.
+        A new version without ``session_id`` stays in its predecessor's session. With
+        ``external_url`` the links point there (signed query appended) and ``data`` only
+        describes the file (its size; a ``PatternBlob`` costs nothing).
         """
         with self.world.lock:
             self.agents.add(agent_id)
@@ -137,6 +175,7 @@ class State(ProviderState):
                 media_type=media_type or guess_mime(filename),
                 metadata_size=metadata_size,
                 creator=dict(DEFAULT_CREATOR) if creator is _UNSET else creator,
+                external_url=external_url,
             )
             artifact.versions.append(version)
             return artifact.artifact_id, version.version_id
@@ -151,9 +190,17 @@ class State(ProviderState):
             return found.blob
 
     def signed_url(self, artifact_id: str, version_id: str) -> str:
-        """A freshly signed URL of one version's bytes."""
-        path = f"/{BUCKET}/{storage.quote(artifact_id)}/{storage.quote(version_id)}"
-        return self.world.signed_url(path, GCS, self.world.url_ttl(DEFAULT_URL_TTL))
+        """A freshly signed URL of one version's bytes: on the storage origin, or its ``external_url``."""
+        ttl = self.world.url_ttl(DEFAULT_URL_TTL)
+        with self.world.lock:
+            version = self.artifacts[artifact_id].version(version_id)
+        if version is None:
+            raise KeyError(version_id)
+        if version.external_url is None:
+            path = f"/{BUCKET}/{storage.quote(artifact_id)}/{storage.quote(version_id)}"
+            return self.world.signed_url(path, GCS, ttl)
+        query = self.world.signer.query(urllib.parse.urlsplit(version.external_url).path, GCS, ttl)
+        return version.external_url + ("&" if "?" in version.external_url else "?") + query
 
     def serve_object(self, req: Request, parts: list[str]) -> Reply | BlobReply:
         refused = storage.refusal(self.world, req, GCS)
@@ -167,21 +214,47 @@ class State(ProviderState):
         return BlobReply(version.blob, version.media_type, f'"{version.version_id}"', version.created_at)
 
 
-def _error(status: int, detail: str) -> Reply:
-    return json_reply(status, {"detail": detail})
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+}
+
+
+def _error(status: int, code: str, message: str, param: str | None = None) -> Reply:
+    kind = _ERROR_TYPES.get(status, "api_error")
+    body = {"message": message, "code": code, "type": kind, **({"param": param} if param else {})}
+    return json_reply(status, {"error": body})
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _auth(state: State, req: Request) -> Reply | None:
-    problem = bearer_problem(req, state.world.tokens["gumloop"])
-    if problem is AuthProblem.MISSING:
-        return _error(401, "Not authenticated")
-    if problem is AuthProblem.INVALID:
-        return _error(401, "Invalid API key")
+    """Which of the three kinds of token this is, and whether it comes with what that kind needs."""
+    header = req.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if not header:
+        return _error(401, "missing_api_key", "Missing Authorization header")
+    kind = None
+    if scheme.lower() == "bearer":
+        kinds = {"personal": state.world.tokens["gumloop"], "oauth": state.oauth_token, "team": state.team_token}
+        kind = next((k for k, expected in kinds.items() if _same(token, expected)), None)
+    if kind is None:
+        return _error(401, "invalid_api_key", "Invalid API key")
     user = req.headers.get("x-auth-key")
-    if not user:
-        return _error(401, "Personal API keys require the x-auth-key header with your user ID")
-    if not hmac.compare_digest(user.encode(), state.user_id.encode()):
-        return _error(401, "Invalid x-auth-key")
+    if kind == "personal" and not user:
+        return _error(401, "missing_user_id", "Personal API keys also require the x-auth-key header with your user ID")
+    if kind != "oauth" and user and not _same(user, state.user_id):
+        return _error(401, "invalid_user_id", "x-auth-key does not name the key's user")
+    team = req.params.get("team_id")
+    if kind == "team" and not team:
+        return _error(401, "missing_team_id", "Team keys require the team_id query parameter")
+    if kind == "team" and not _same(team or "", state.team_id):
+        return _error(403, "forbidden", "This key does not belong to that team")
     return None
 
 
@@ -194,7 +267,7 @@ def handle(state: State, req: Request, parts: list[str]) -> Reply:
             return _list(state, req, agent_id)
         case ["artifacts", artifact_id, "download"]:
             return _download(state, req, artifact_id)
-    return _error(404, "Not Found")
+    return _error(404, "not_found", "Not Found")
 
 
 def _metadata(version: GumloopVersion) -> dict[str, Any]:
@@ -222,15 +295,15 @@ def _list(state: State, req: Request, agent_id: str) -> Reply:
     try:
         page_size = paging.parse_limit(params.get("page_size"))
     except ValueError:
-        return _error(400, "page_size must be an integer")
+        return _error(400, "invalid_parameter", "page_size must be an integer", "page_size")
     sort_order = params.get("sort_order") or "newest"
     if sort_order not in SORT_ORDERS:
-        return _error(400, "sort_order must be 'newest' or 'oldest'")
+        return _error(400, "invalid_parameter", "sort_order must be 'newest' or 'oldest'", "sort_order")
     session_id = params.get("session_id")
     needle = (params.get("search_query") or "").casefold()
     with state.world.lock:
         if agent_id not in state.agents:
-            return _error(404, "Agent not found")
+            return _error(404, "not_found", "Agent not found")
         matching = [
             a
             for a in state.artifacts.values()
@@ -247,7 +320,7 @@ def _list(state: State, req: Request, agent_id: str) -> Reply:
                 newest_first=sort_order == "newest",
             )
         except ValueError:
-            return _error(400, "Invalid cursor")
+            return _error(400, "invalid_parameter", "Invalid cursor", "cursor")
         return json_reply(200, {"artifacts": [_artifact_json(state, a) for a in chunk], "next_cursor": next_cursor})
 
 
@@ -256,10 +329,10 @@ def _download(state: State, req: Request, artifact_id: str) -> Reply:
     with state.world.lock:
         artifact = state.artifacts.get(artifact_id)
         if artifact is None:
-            return _error(404, "Artifact not found")
+            return _error(404, "not_found", "Artifact not found")
         version = artifact.version(wanted) if wanted else artifact.current
         if version is None:
-            return _error(404, "Artifact version not found")
+            return _error(404, "not_found", "Artifact version not found")
         meta = _metadata(version)
         return json_reply(
             200,
@@ -271,6 +344,21 @@ def _download(state: State, req: Request, artifact_id: str) -> Reply:
             },
         )
 
+
+def _control_put(state: State, body: dict[str, Any]) -> dict[str, Any]:
+    artifact_id, version_id = state.put_artifact(
+        body["agent_id"],
+        body.get("filename"),
+        content(body),
+        session_id=body.get("session_id"),
+        media_type=body.get("media_type"),
+        artifact_id=body.get("artifact_id"),
+        external_url=body.get("external_url"),
+    )
+    return {"artifact_id": artifact_id, "version_id": version_id}
+
+
+CONTROL = {"put": _control_put}
 
 AGENT = "abc123DEFghiJKL"
 SESSIONS = ("ses_8h2k4m1n", "ses_3p9q7r2s")
