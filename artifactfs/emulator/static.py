@@ -31,11 +31,12 @@ _NAME_COLUMN = 50
 def handle(state: State, req: Request, parts: list[str]) -> Reply | BlobReply:
     if not parts:
         with state.world.lock:
-            tasks = {task: _newest(files.values()) for task, files in state.tasks.items()}
+            tasks = {task_id: _newest(task.files.values()) for task_id, task in state.tasks.items() if task.files}
         return _directory(req, tasks, {})
     task_id, rel = parts[0], "/".join(parts[1:])
     with state.world.lock:
-        files = state.tasks.get(task_id, {})
+        task = state.tasks.get(task_id)
+        files = task.files if task else {}
         f = None if req.path.endswith("/") else files.get(rel)
         subdirs, children = ({}, {}) if f else _children(files, rel + "/" if rel else "")
     if f is not None:

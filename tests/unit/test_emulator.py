@@ -60,7 +60,7 @@ def test_base_urls_and_defaults(emu: Emulator) -> None:
         "sigmic": f"{api}/sigmic",
         "plangrep": f"{api}/plangrep/api/open/v1",
     }
-    assert emu.tokens["sigmic"] == "demo-sigmic-token" and emu.gumloop_user_id == "user_demo"
+    assert emu.tokens["sigmic"].startswith("sigmic_") and emu.gumloop_user_id == "user_demo"
 
 
 FIFTH = """
@@ -130,62 +130,6 @@ def test_pattern_blob_is_deterministic_and_never_periodic() -> None:
     assert blob.read(one_mib - 10, 20) == blob.read_all()[one_mib - 10 : one_mib + 10]
     assert len(blob.read_all()) == blob.size and blob.read(blob.size - 5, 100) == blob.read_all()[-5:]
     assert blob.sha256() == BytesBlob(blob.read_all()).sha256()
-
-
-# ---- Sigmic --------------------------------------------------------------------------
-
-
-def test_sigmic_listing_and_download(emu: Emulator, http: httpx.Client) -> None:
-    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts")
-    assert r.status_code == 200 and r.json()["success"] is True
-    files = {f["path"]: f for f in r.json()["data"]["files"]}
-    assert set(files) == {"downloads/output.csv", "downloads/report.pdf", "uploads/data.csv", "downloads/charts/q4.png"}
-    csv = files["downloads/output.csv"]
-    assert set(csv) == {"name", "path", "size", "mimeType", "category", "modifiedAt"}
-    assert (csv["name"], csv["mimeType"], csv["category"]) == ("output.csv", "text/csv", "csv")
-    assert csv["modifiedAt"] == "2026-01-26T16:00:00.000Z"
-    assert files["downloads/charts/q4.png"]["category"] == "image"
-
-    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "downloads/report.pdf"})
-    assert r.status_code == 200 and r.content.startswith(b"%PDF-") and r.content.rstrip().endswith(b"%%EOF")
-    assert r.headers["content-type"] == "application/pdf"
-    assert r.headers["content-disposition"] == 'attachment; filename="report.pdf"'
-    assert int(r.headers["content-length"]) == files["downloads/report.pdf"]["size"] == len(r.content)
-    assert r.content == emu.sigmic_file("task_123", "downloads/report.pdf").read_all()
-    png = get(
-        http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "downloads/charts/q4.png"}
-    )
-    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
-
-
-def test_sigmic_errors(emu: Emulator, http: httpx.Client) -> None:
-    url = emu.base_urls()["sigmic"] + "/api/v1/tasks/task_123/artifacts"
-    r = http.get(url)
-    assert r.status_code == 401
-    assert r.json() == {"success": False, "error": {"code": "AUTH_REQUIRED", "message": r.json()["error"]["message"]}}
-    r = http.get(url, headers={"Authorization": "Bearer nope"})
-    assert (r.status_code, r.json()["error"]["code"]) == (401, "INVALID_API_KEY")
-    r = get(http, emu, "sigmic", "/api/v1/tasks/task_999/artifacts")
-    assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
-    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download")
-    assert (r.status_code, r.json()["error"]["code"]) == (400, "VALIDATION_ERROR")
-    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "../etc/passwd"})
-    assert (r.status_code, r.json()["error"]["code"]) == (404, "NOT_FOUND")
-
-
-def test_put_and_remove_sigmic_file(emu: Emulator, http: httpx.Client) -> None:
-    def listing() -> dict[str, dict[str, object]]:
-        r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts")
-        return {f["path"]: f for f in r.json()["data"]["files"]}
-
-    before = listing()["downloads/output.csv"]
-    emu.put_sigmic_file("task_123", "downloads/output.csv", b"a,b\n1,2\n")
-    after = listing()["downloads/output.csv"]
-    assert after["size"] == 8 and after["modifiedAt"] != before["modifiedAt"]
-    r = get(http, emu, "sigmic", "/api/v1/tasks/task_123/artifacts/download", params={"path": "downloads/output.csv"})
-    assert r.content == b"a,b\n1,2\n"
-    emu.remove_sigmic_file("task_123", "downloads/output.csv")
-    assert "downloads/output.csv" not in listing()
 
 
 # ---- Plangrep ------------------------------------------------------------------------

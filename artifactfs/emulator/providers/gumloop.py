@@ -392,11 +392,11 @@ def seed(state: State) -> None:
         ("art_kLmNoP234", "ver_mNo8901", "2026-05-16T09:10:00Z", second, "report.md",
          "# Report (second run)\n\nAll checks passed.\n", {"creator": GRACE}),
     ]  # fmt: skip
-    for artifact_id, version_id, created_at, session, filename, content, extra in versions:
+    for artifact_id, version_id, created_at, session, filename, data, extra in versions:
         state.put_artifact(
             AGENT,
             filename,
-            content,
+            data,
             session,
             artifact_id=artifact_id,
             version_id=version_id,
