@@ -32,6 +32,11 @@ def iso(ts: float, millis: bool = False) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def iso_ms(ts: float | None) -> str | None:
+    """JavaScript's ``toISOString()`` of ``ts`` (always milliseconds), or None for no time."""
+    return None if ts is None else iso(ts, millis=True)
+
+
 class Clock:
     """The logical clock; not thread-safe on its own (the world calls it under its lock)."""
 

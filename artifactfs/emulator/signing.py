@@ -10,6 +10,9 @@ parameters as sent, so a changed path, date, lifetime or signature is refused, a
 URL expires at ``Date + Expires``. The HTTP method is not signed, so a GET URL also
 answers HEAD (real S3/GCS are stricter).
 
+``Signer.token(path)`` is the other kind: a bare ``?token=<hex>`` for ``path`` that does
+not expire (Plangrep's pre-signed ``resultUrl``).
+
 ``Signer.revoke_all()`` (the ``expire_signatures`` fault) retires the secret: every URL
 signed so far is then refused as expired, early, while URLs signed afterwards work.
 """
@@ -46,9 +49,11 @@ class Scheme:
 
 S3 = Scheme("X-Amz", "AWS4-HMAC-SHA256", "EMULATORR2ACCESSKEY", "auto/s3/aws4_request")
 GCS = Scheme(
-    "X-Goog", "GOOG4-RSA-SHA256", "gumloop-artifacts@artifactfs-emulator.iam.gserviceaccount.com",
+    "X-Goog",
+    "GOOG4-RSA-SHA256",
+    "gumloop-artifacts@artifactfs-emulator.iam.gserviceaccount.com",
     "auto/storage/goog4_request",
-)  # fmt: skip
+)
 
 
 class Refusal(Enum):
@@ -88,6 +93,13 @@ class Signer:
     def sign(self, base_url: str, path: str, scheme: Scheme, ttl: float) -> str:
         """``base_url + path`` with its signed query."""
         return f"{base_url}{path}?{self.query(path, scheme, ttl)}"
+
+    def token(self, path: str) -> str:
+        """The token that grants ``path`` (until the secret is revoked)."""
+        return self._signature(self._secret, path, ["token"])
+
+    def token_valid(self, path: str, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self.token(path).encode())
 
     def revoke_all(self) -> None:
         """Every URL signed so far is refused as expired from now on; later ones are signed anew."""

@@ -132,50 +132,6 @@ def test_pattern_blob_is_deterministic_and_never_periodic() -> None:
     assert blob.sha256() == BytesBlob(blob.read_all()).sha256()
 
 
-# ---- Plangrep ------------------------------------------------------------------------
-
-
-def test_plangrep_jobs(emu: Emulator, http: httpx.Client) -> None:
-    job = get(http, emu, "plangrep", "/jobs/job_01abc123").json()
-    assert set(job) == {"id", "status", "created_at", "completed_at", "result", "error"}
-    assert (job["status"], job["error"]) == ("completed", None) and job["completed_at"]
-    assert job["result"]["artifacts"][0] == {
-        "path": "results/job_01abc123/normalized-output.json",
-        "url": "/api/open/v1/jobs/job_01abc123/artifact?path=results%2Fjob_01abc123%2Fnormalized-output.json",
-    }
-    running = get(http, emu, "plangrep", "/jobs/job_02running").json()
-    assert (running["status"], running["result"], running["completed_at"]) == ("running", None, None)
-    failed = get(http, emu, "plangrep", "/jobs/job_03failed").json()
-    assert failed["status"] == "failed" and failed["error"]["message"]
-    assert get(http, emu, "plangrep", "/jobs/job_nope").status_code == 404
-    r = http.get(emu.base_urls()["plangrep"] + "/jobs/job_01abc123")
-    assert r.status_code == 401 and "error" in r.json()
-
-
-def test_plangrep_artifact_chunked_without_length_ignoring_range(emu: Emulator, http: httpx.Client) -> None:
-    path = "results/job_01abc123/normalized-output.json"
-    expected = emu.plangrep_file("job_01abc123", path).read_all()
-    r = get(http, emu, "plangrep", "/jobs/job_01abc123/artifact", params={"path": path}, headers={"Range": "bytes=0-3"})
-    assert r.status_code == 200 and r.content == expected
-    assert r.headers["transfer-encoding"] == "chunked" and "content-length" not in r.headers
-    assert r.headers["content-type"] == "application/octet-stream"
-    assert r.headers["content-disposition"] == 'attachment; filename="normalized-output.json"'
-    assert "accept-ranges" not in r.headers
-    # the doc's origin-relative url resolves against the API origin
-    url = get(http, emu, "plangrep", "/jobs/job_01abc123").json()["result"]["artifacts"][0]["url"]
-    assert http.get(emu.api_url + url, headers=auth(emu, "plangrep")).content == expected
-
-    emu.set(plangrep_content_length=True, plangrep_ranges=True)
-    r = get(http, emu, "plangrep", "/jobs/job_01abc123/artifact", params={"path": path}, headers={"Range": "bytes=0-3"})
-    assert r.status_code == 206 and r.content == expected[:4] and r.headers["content-length"] == "4"
-
-    assert get(http, emu, "plangrep", "/jobs/job_01abc123/artifact", params={"path": "secret.txt"}).status_code == 404
-    assert get(http, emu, "plangrep", "/jobs/job_02running/artifact", params={"path": path}).status_code == 409
-    emu.set_plangrep_status("job_02running", "completed", {"out/a.txt": b"done"})
-    r = get(http, emu, "plangrep", "/jobs/job_02running/artifact", params={"path": "out/a.txt"})
-    assert r.status_code == 200 and r.content == b"done"
-
-
 # ---- byte serving --------------------------------------------------------------------
 
 

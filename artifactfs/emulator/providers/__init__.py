@@ -1,6 +1,8 @@
 """The emulated providers, one module each, found by ``discover()``: a fifth provider is one new module.
 
-The module's name is the provider type (the config's ``type``). At module level it declares:
+A provider that outgrows one file is a package instead (``plangrep``); its ``__init__`` then
+declares what a module would. The module's name is the provider type (the config's
+``type``). At module level it declares:
 
   BASE_PATH      where its API lives on the API origin (``Emulator.base_urls()[type]``)
   DEFAULT_TOKEN  the token accepted unless ``Emulator(tokens={type: ...})`` says otherwise
@@ -74,7 +76,7 @@ class ProviderModule(Protocol):
 
 
 def discover() -> dict[str, ProviderModule]:
-    """Every provider module of this package, by type, in name order."""
+    """Every provider module (or package) of this package, by type, in name order."""
     found: dict[str, ProviderModule] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import static
 from ..blobs import Blob, PatternBlob, as_blob
-from ..clock import Timestamp, iso
+from ..clock import Timestamp, iso, iso_ms
 from ..control import content
 from ..mime import guess_mime
 from ..samplefiles import MIB, csv_text, pdf_bytes, png_bytes
@@ -323,22 +323,20 @@ def _derived_uuid(task: SigmicTask, what: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sigmic:{what}:{task.task_id}"))
 
 
-def _stamp(ts: float | None) -> str | None:
-    return None if ts is None else iso(ts, millis=True)
-
-
 def _task_json(task: SigmicTask) -> dict[str, Any]:
     output: dict[str, Any] | None = None
     if task.started_at is not None:
-        output = {"content": task.output, "updatedAt": _stamp(task.last_activity_at), "thoughts": [], "toolCalls": []}
+        output = {"content": task.output, "updatedAt": iso_ms(task.last_activity_at), "thoughts": [], "toolCalls": []}
     approvals = []
     if task.status == "awaiting_approval":
-        approvals.append({
-            "id": _derived_uuid(task, "approval"),
-            "toolName": "bash",
-            "description": "Run a shell command in the workspace",
-            "createdAt": _stamp(task.last_activity_at),
-        })  # fmt: skip
+        approvals.append(
+            {
+                "id": _derived_uuid(task, "approval"),
+                "toolName": "bash",
+                "description": "Run a shell command in the workspace",
+                "createdAt": iso_ms(task.last_activity_at),
+            }
+        )
     return {
         "id": task.task_id,
         "apiKeyId": _derived_uuid(task, "api-key"),
@@ -352,9 +350,9 @@ def _task_json(task: SigmicTask) -> dict[str, Any]:
         "autoExecute": True,
         "env": {},
         "error": task.error,
-        "createdAt": _stamp(task.created_at),
-        "startedAt": _stamp(task.started_at),
-        "completedAt": _stamp(task.completed_at),
+        "createdAt": iso_ms(task.created_at),
+        "startedAt": iso_ms(task.started_at),
+        "completedAt": iso_ms(task.completed_at),
         "output": output,
         "pendingApprovals": approvals,
     }
@@ -444,8 +442,12 @@ def seed(state: State) -> None:
     waiting = "5b0a6f0e-7c1d-4e2f-9a3b-2c4d6e8f0a1b"
     state.add_task(waiting, "running", "Clean up the build cache", created_at="2026-01-28T11:00:00.000Z")
     state.set_status(waiting, "awaiting_approval", at="2026-01-28T11:01:00.000Z")
-    state.add_task("8d2e4f6a-1b3c-4d5e-8f7a-9b0c1d2e3f4a", "pending", "Draft the release notes",
-                   created_at="2026-01-28T12:00:00.000Z")  # fmt: skip
+    state.add_task(
+        "8d2e4f6a-1b3c-4d5e-8f7a-9b0c1d2e3f4a",
+        "pending",
+        "Draft the release notes",
+        created_at="2026-01-28T12:00:00.000Z",
+    )
     failed = "1f4c7a2e-3b5d-4e6f-8a9b-0c1d2e3f4a5b"
     state.add_task(failed, "running", "Convert the scans", created_at="2026-01-27T14:00:00.000Z")
     put(failed, "logs/run.log", "converting 1/40\nkilled\n", modified_at="2026-01-27T14:10:00.000Z")

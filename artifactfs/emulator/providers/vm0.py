@@ -106,9 +106,16 @@ class Switches:
 
 # Every camelCase name the API uses; "mixed" spells every second one (sorted) in snake_case.
 _CAMEL_NAMES = (
-    "artifactId", "createdAt", "createdBy", "currentVersion", "currentVersionId", "fileCount", "hasMore",
-    "nextCursor", "updatedAt",
-)  # fmt: skip
+    "artifactId",
+    "createdAt",
+    "createdBy",
+    "currentVersion",
+    "currentVersionId",
+    "fileCount",
+    "hasMore",
+    "nextCursor",
+    "updatedAt",
+)
 _MIXED_SNAKE = frozenset(sorted(_CAMEL_NAMES)[1::2])
 
 
@@ -122,9 +129,7 @@ def shaped(value: Any, shape: Shape) -> Any:
         return [shaped(v, shape) for v in value]
     if not isinstance(value, dict) or shape is Shape.CAMEL:
         return value
-    return {
-        (_snake(k) if shape is Shape.SNAKE or k in _MIXED_SNAKE else k): shaped(v, shape) for k, v in value.items()
-    }
+    return {(_snake(k) if shape is Shape.SNAKE or k in _MIXED_SNAKE else k): shaped(v, shape) for k, v in value.items()}
 
 
 @dataclass
