@@ -1,15 +1,29 @@
-"""``/_emulator/`` on the API origin: the switches over HTTP, for an emulator in another process.
+"""``/_emulator/`` on the API origin: what tests do in-process, over HTTP, for an emulator in another process.
 
-No auth (it only ever listens on loopback). Endpoints:
+No auth (it only ever listens on loopback). Bodies are JSON objects. Endpoints:
   GET  /_emulator/requests[?origin=&path_contains=]   the request log, as a JSON list
   POST /_emulator/clear_requests
-  POST /_emulator/set          {"url_ttl": 5, "storage_ignore_range": true, ...}  (see ``World.set``)
+  POST /_emulator/set          {"url_ttl": 5, "storage_ignore_range": true, "vm0_shape": "snake", ...}:
+                               ``url_ttl``, ``{api,storage}_{ignore_range,chunked}``, ``vm0_shape``
+                               (camel | snake | mixed), ``plangrep_content_length``, ``plangrep_ranges``
+                               (see ``World.set``)
   POST /_emulator/faults       {"origin": "storage", "kind": "cut", "after": 100, "count"?, "path_contains"?}
                                or {"clear": true, "origin"?}  (see ``faults``)
-  POST /_emulator/<type>/<action>   each provider's own (its module's ``CONTROL``):
-       sigmic/put  {"task_id", "path", "content": text | "size" + "seed",
-                    "mime_type"?, "category"?, "modified_at"?}
-Success is 200 ``{"ok": true}`` (plus what the action returns); bad input is 400 ``{"error": "..."}``.
+and each provider's own, ``POST /_emulator/<type>/<action>`` (its module's ``CONTROL``):
+  gumloop/put        {"agent_id", "filename"?, "content": text | "size" + "seed", "session_id"?,
+                      "media_type"?, "artifact_id"?, "external_url"?}  → "artifact_id", "version_id"
+  vm0/put            {"name", "files": {path: text}, "message"?}  → "artifact_id", "version_id"
+  vm0/add            {"name"}  → "artifact_id" (an artifact without any version)
+  sigmic/put         {"task_id", "path", "content": text | "size" + "seed", "mime_type"?, "category"?,
+                      "modified_at"?}
+  sigmic/remove      {"task_id", "path"}
+  sigmic/status      {"task_id", "status", "error"?}
+  sigmic/resume      {"task_id", "message"?}  (a finished task runs again; sigmic/status finishes it)
+  plangrep/put       {"job_id", "status", "artifacts"?: {path: text}, "error"?, "project_id"?, "files"?,
+                      "result_shape"?}
+  plangrep/complete  {"job_id", "status"?: "completed" | "completed_with_errors"}
+Success is 200 ``{"ok": true}`` (plus what the action returns); bad input is 400 ``{"error": "..."}``;
+an unknown endpoint 404.
 """
 
 from __future__ import annotations

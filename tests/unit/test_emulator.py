@@ -246,14 +246,23 @@ def test_http_control_endpoints(emu: Emulator, http: httpx.Client) -> None:
     files = get(http, emu, "sigmic", "/api/v1/tasks/task_new/artifacts").json()["data"]["files"]
     assert {(f["path"], f["size"]) for f in files} == {("a/b.txt", 5), ("big.bin", 5000)}
 
-    assert http.post(control + "/set", json={"url_ttl": 7, "storage_ignore_range": True}).json() == {"ok": True}
+    switches = {"url_ttl": 7, "storage_ignore_range": True, "vm0_shape": "snake", "plangrep_ranges": True}
+    assert http.post(control + "/set", json=switches).json() == {"ok": True}
     assert emu.switches.url_ttl == 7.0 and emu.origins["storage"].ignore_range is True
+    assert emu.vm0.switches.shape.value == "snake" and emu.plangrep.switches.ranges is True
     assert http.post(control + "/set", json={"bogus": 1}).status_code == 400
 
     logged = http.get(control + "/requests", params={"origin": "api", "path_contains": "/sigmic/api/"}).json()
     assert [e["path"] for e in logged] == ["/sigmic/api/v1/tasks/task_new/artifacts"]
     assert http.post(control + "/clear_requests").json() == {"ok": True}
     assert [e["path"] for e in http.get(control + "/requests").json()] == ["/_emulator/requests"]
+
+
+def test_every_control_action_is_documented(emu: Emulator) -> None:
+    from artifactfs.emulator import control
+
+    documented = set(re.findall(r"^  ([a-z0-9]+/[a-z_]+) ", control.__doc__ or "", re.MULTILINE))
+    assert documented == {f"{kind}/{name}" for kind, module in emu.modules.items() for name in module.CONTROL}
 
 
 def test_fault_hook_and_stop(http: httpx.Client) -> None:
@@ -293,6 +302,13 @@ def test_module_runs_until_sigterm(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {info['tokens']['sigmic']}"},
         )
         assert r.status_code == 200
+        # what a test does in-process, done from this one: complete a job, then read its result
+        plangrep = {"Authorization": f"Bearer {info['tokens']['plangrep']}"}
+        result = info["base_urls"]["plangrep"] + "/jobs/job_02running/result"
+        assert httpx.get(result, headers=plangrep).status_code == 409
+        done = httpx.post(info["api_url"] + "/_emulator/plangrep/complete", json={"job_id": "job_02running"})
+        assert done.json() == {"ok": True}
+        assert httpx.get(result, headers=plangrep).json()["job"]["status"] == "completed"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0 and b"Traceback" not in err
