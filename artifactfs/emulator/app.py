@@ -38,8 +38,8 @@ class Emulator(World):
         self._servers: dict[str, Origin] = {}
         self._threads: list[threading.Thread] = []
         if seed_sample_data:
-            for kind, module in self.modules.items():
-                module.seed(self.providers[kind])
+            for kind, declared in self.types.items():
+                declared.seed(self.providers[kind])
 
     def start(self) -> Emulator:
         """Bind both origins and serve them from background threads."""
@@ -87,7 +87,7 @@ class Emulator(World):
         """The ``base_url`` to configure for each provider type."""
         if not self.api_url:
             raise RuntimeError("the emulator is not started")
-        return {kind: self.api_url + module.BASE_PATH for kind, module in self.modules.items()}
+        return {kind: self.api_url + declared.base_path for kind, declared in self.types.items()}
 
     def requests(self, origin: str | None = None, path_contains: str | None = None) -> list[dict[str, Any]]:
         """Copies of logged requests (oldest first), optionally filtered by origin and path substring."""

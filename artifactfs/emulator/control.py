@@ -52,7 +52,7 @@ def handle(world: World, request_log: RequestLog, req: Request) -> Reply:
             case ("POST", ["faults"]):
                 _faults(world, _object(req))
             case ("POST", [kind, name]) if name in _actions(world, kind):
-                result = world.modules[kind].CONTROL[name](world.providers[kind], _object(req))
+                result = world.types[kind].control[name](world.providers[kind], _object(req))
             case _:
                 return json_reply(404, {"error": f"no control endpoint {req.method} {req.path}"})
     except (KeyError, TypeError, ValueError) as exc:
@@ -61,8 +61,8 @@ def handle(world: World, request_log: RequestLog, req: Request) -> Reply:
 
 
 def _actions(world: World, kind: str) -> set[str]:
-    module = world.modules.get(kind)
-    return set(module.CONTROL) if module else set()
+    declared = world.types.get(kind)
+    return set(declared.control) if declared else set()
 
 
 def _object(req: Request) -> dict[str, Any]:

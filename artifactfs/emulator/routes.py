@@ -14,9 +14,9 @@ Route = Callable[[Request, list[str]], "Reply | BlobReply"]
 
 def api_router(world: World, request_log: RequestLog) -> Callable[[Request], Reply | BlobReply]:
     table: list[tuple[str, Route]] = []
-    for kind, module in world.modules.items():
+    for kind, declared in world.types.items():
         state = world.providers[kind]
-        for prefix, handler in {module.BASE_PATH: module.handle, **module.ROUTES}.items():
+        for prefix, handler in {declared.base_path: declared.handle, **declared.routes}.items():
             table.append((prefix, partial(handler, state)))
 
     def route(req: Request) -> Reply | BlobReply:

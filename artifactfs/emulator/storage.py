@@ -62,8 +62,8 @@ def refusal(world: World, req: Request, scheme: Scheme) -> Reply | None:
 def route(world: World, req: Request) -> Reply | BlobReply:
     if req.method not in ("GET", "HEAD"):
         return error(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
-    for kind, module in world.modules.items():
-        prefix = f"/{module.BUCKET}"
-        if module.BUCKET and req.path.startswith(prefix + "/"):
+    for kind, declared in world.types.items():
+        prefix = f"/{declared.bucket}"
+        if declared.bucket and req.path.startswith(prefix + "/"):
             return world.providers[kind].serve_object(req, path_parts(req.path, prefix))
     return no_such_key()

@@ -20,7 +20,7 @@ from typing import Any
 from . import providers
 from .clock import Clock, Timestamp
 from .faults import FaultSwitches
-from .providers import ProviderModule, ProviderState
+from .providers import ProviderState, ProviderType
 from .server import OriginSettings
 from .signing import Scheme, Signer
 
@@ -44,11 +44,11 @@ class World:
 
     def __init__(self, tokens: dict[str, str] | None = None, **options: Any) -> None:
         self.lock = threading.RLock()
-        self.modules = providers.discover()
-        unknown = set(tokens or {}) - set(self.modules)
+        self.types = providers.discover()
+        unknown = set(tokens or {}) - set(self.types)
         if unknown:
             raise ValueError(f"tokens for unknown provider types: {sorted(unknown)}")
-        self.tokens = {kind: module.DEFAULT_TOKEN for kind, module in self.modules.items()} | (tokens or {})
+        self.tokens = {kind: declared.default_token for kind, declared in self.types.items()} | (tokens or {})
         self.switches = Switches()
         self.clock = Clock()
         self.signer = Signer(os.urandom(32))
@@ -58,11 +58,11 @@ class World:
         self.storage_url = ""
         self._minted = 0
         self.providers: dict[str, ProviderState] = {
-            kind: module.State(self, **_options_of(kind, options)) for kind, module in self.modules.items()
+            kind: declared.state(self, **_options_of(kind, options)) for kind, declared in self.types.items()
         }
         if options:
             raise TypeError(f"unknown options: {', '.join(sorted(options))}")
-        self._exports = _exports(self.modules)
+        self._exports = _exports(self.types)
 
     def __getattr__(self, name: str) -> Any:
         """A provider's state by type (``world.plangrep``), or an exported attribute of one."""
@@ -153,11 +153,11 @@ def _options_of(kind: str, options: dict[str, Any]) -> dict[str, Any]:
     return {name[len(prefix) :]: options.pop(name) for name in list(options) if name.startswith(prefix)}
 
 
-def _exports(modules: dict[str, ProviderModule]) -> dict[str, tuple[str, str]]:
+def _exports(types: dict[str, ProviderType]) -> dict[str, tuple[str, str]]:
     exports: dict[str, tuple[str, str]] = {}
-    for kind, module in modules.items():
-        for name, attr in module.EXPORTS.items():
-            if name in exports or name in modules or hasattr(World, name):
+    for kind, declared in types.items():
+        for name, attr in declared.exports.items():
+            if name in exports or name in types or hasattr(World, name):
                 raise ValueError(f"provider {kind!r} exports {name!r}, which is already taken")
             exports[name] = (kind, attr)
     return exports

@@ -69,8 +69,6 @@ from artifactfs.emulator.server import json_reply
 
 BASE_PATH = "/fifth/v2"
 DEFAULT_TOKEN = "fifth-token"
-BUCKET = ""
-ROUTES = {}
 
 
 class State(ProviderState):
@@ -119,6 +117,18 @@ def test_a_fifth_provider_is_one_module(tmp_path: Path, monkeypatch: pytest.Monk
         sys.modules.pop("artifactfs.emulator.providers.fifth", None)
     with pytest.raises(TypeError, match="unknown options"):
         Emulator(nobody_option=1)
+
+
+def test_a_provider_module_must_declare_the_essentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from artifactfs.emulator import providers
+
+    (tmp_path / "halfway.py").write_text('BASE_PATH = "/halfway"\nDEFAULT_TOKEN = "t"\n')
+    monkeypatch.setattr(providers, "__path__", [*providers.__path__, str(tmp_path)])
+    try:
+        with pytest.raises(AttributeError, match="halfway declares no State, handle, seed"):
+            Emulator()
+    finally:
+        sys.modules.pop("artifactfs.emulator.providers.halfway", None)
 
 
 def test_pattern_blob_is_deterministic_and_never_periodic() -> None:
@@ -262,7 +272,7 @@ def test_every_control_action_is_documented(emu: Emulator) -> None:
     from artifactfs.emulator import control
 
     documented = set(re.findall(r"^  ([a-z0-9]+/[a-z_]+) ", control.__doc__ or "", re.MULTILINE))
-    assert documented == {f"{kind}/{name}" for kind, module in emu.modules.items() for name in module.CONTROL}
+    assert documented == {f"{kind}/{name}" for kind, declared in emu.types.items() for name in declared.control}
 
 
 def test_fault_hook_and_stop(http: httpx.Client) -> None:

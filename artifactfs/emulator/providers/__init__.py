@@ -10,12 +10,13 @@ declares what a module would. The module's name is the provider type (the config
                  (``Emulator(<type>_<option>=...)``); a ``ProviderState``
   handle         ``handle(state, req, parts)``: the answer to ``BASE_PATH/<parts...>``
   seed           ``seed(state)``: the sample data
+and, where it has any:
   CONTROL        ``{name: action(state, body)}``: ``POST /_emulator/<type>/<name>`` with a JSON
                  object body; the action's dict (if any) is merged into ``{"ok": true}``
   EXPORTS        ``{world attribute: state attribute}``: shortcuts such as ``World.put_sigmic_file``
   ROUTES         more ``{path prefix: handler}`` on the API origin, served like ``handle``
-  BUCKET         a path prefix on the storage origin (``""``: none), whose requests
-                 ``state.serve_object(req, parts)`` answers
+  BUCKET         a path prefix on the storage origin, whose requests ``state.serve_object(req, parts)``
+                 answers
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..server import BlobReply, Reply, Request
@@ -59,26 +61,46 @@ class ProviderState:
         raise NotImplementedError(f"{type(self).__name__} has no storage bucket")
 
 
-class ProviderModule(Protocol):
-    """What ``discover()`` expects of a provider module (see the package docstring)."""
+@dataclasses.dataclass(frozen=True)
+class ProviderType:
+    """What one provider module declares (see the package docstring), the optional parts filled in."""
 
-    BASE_PATH: str
-    DEFAULT_TOKEN: str
-    State: type[ProviderState]
-    CONTROL: Mapping[str, ControlAction]
-    EXPORTS: Mapping[str, str]
-    ROUTES: Mapping[str, Handler]
-    BUCKET: str
+    name: str
+    base_path: str
+    default_token: str
+    state: type[ProviderState]
+    handle: Handler
+    seed: Callable[[Any], None]
+    control: Mapping[str, ControlAction] = dataclasses.field(default_factory=dict)
+    exports: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    routes: Mapping[str, Handler] = dataclasses.field(default_factory=dict)
+    bucket: str = ""
 
-    def handle(self, state: Any, req: Request, parts: list[str]) -> Reply | BlobReply: ...
+    @classmethod
+    def of(cls, name: str, module: ModuleType) -> ProviderType:
+        missing = [attr for attr in _REQUIRED.values() if not hasattr(module, attr)]
+        if missing:
+            raise AttributeError(f"provider module {module.__name__} declares no {', '.join(missing)}")
+        declared = {
+            field: getattr(module, attr) for field, attr in (_REQUIRED | _OPTIONAL).items() if hasattr(module, attr)
+        }
+        return cls(name, **declared)
 
-    def seed(self, state: Any) -> None: ...
+
+_REQUIRED = {
+    "base_path": "BASE_PATH",
+    "default_token": "DEFAULT_TOKEN",
+    "state": "State",
+    "handle": "handle",
+    "seed": "seed",
+}
+_OPTIONAL = {"control": "CONTROL", "exports": "EXPORTS", "routes": "ROUTES", "bucket": "BUCKET"}
 
 
-def discover() -> dict[str, ProviderModule]:
+def discover() -> dict[str, ProviderType]:
     """Every provider module (or package) of this package, by type, in name order."""
-    found: dict[str, ProviderModule] = {}
+    found: dict[str, ProviderType] = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if not info.name.startswith("_"):
-            found[info.name] = importlib.import_module(f"{__name__}.{info.name}")  # type: ignore[assignment]
+            found[info.name] = ProviderType.of(info.name, importlib.import_module(f"{__name__}.{info.name}"))
     return found

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 BASE_PATH = "/gumloop/api/v1"
 DEFAULT_TOKEN = "demo-gumloop-token"
 BUCKET = "gumloop-artifacts"
-ROUTES: dict[str, Any] = {}
 EXPORTS = {
     "add_gumloop_agent": "add_agent",
     "put_gumloop_artifact": "put_artifact",

@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 
 BASE_PATH = "/sigmic"
 DEFAULT_TOKEN = "sigmic_demo_" + hashlib.sha256(b"artifactfs emulator sigmic demo key").hexdigest()[:32]
-BUCKET = ""
 ROUTES = {static.PREFIX: static.handle}
 EXPORTS = {
     "add_sigmic_task": "add_task",

@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 BASE_PATH = "/vm0"
 DEFAULT_TOKEN = "vm0_live_" + hashlib.sha256(b"artifactfs emulator vm0 demo key").hexdigest()
 BUCKET = "vm0-artifacts"
-ROUTES: dict[str, Any] = {}
 EXPORTS = {
     "add_vm0_artifact": "add_artifact",
     "put_vm0_version": "put_version",
@@ -201,29 +200,24 @@ class State(ProviderState):
             return self._artifact(name, self.world.timestamp(created_at)).artifact_id
 
     def _commit(
-        self,
-        name: str,
-        when: float,
-        files: dict[str, Blob] | None,
-        archive: bytes | None,
-        version_id: str | None = None,
-        **fields: Any,
+        self, name: str, created_at: Timestamp, version_id: str | None, manifest: str, **fields: Any
     ) -> tuple[str, str]:
-        artifact = self._artifact(name, when)
-        if version_id is None:
-            if files is not None:
-                manifest = "\n".join(f"{p}:{b.size}" for p, b in sorted(files.items()))
-            else:
-                manifest = hashlib.sha256(archive or b"").hexdigest()
-            seed = f"{artifact.artifact_id}\n{len(artifact.versions)}\n{manifest}"
-            version_id = hashlib.sha256(seed.encode()).hexdigest()
-        elif not re.fullmatch("[0-9a-f]{64}", version_id) or artifact.version(version_id) is not None:
-            raise ValueError(f"version_id must be 64 lowercase hex characters, new to {name!r}")
-        version = Vm0Version(version_id, artifact.artifact_id, when, files=files, _archive=archive, **fields)
-        artifact.versions.append(version)
-        artifact.head = version.version_id
-        artifact.updated_at = when
-        return artifact.artifact_id, version.version_id
+        """A new current version (``fields`` of ``Vm0Version``) of artifact ``name``, created if new.
+
+        Its id is ``version_id`` or, by default, a hash of the artifact, its version count and ``manifest``.
+        """
+        with self.world.lock:
+            when = self.world.timestamp(created_at)
+            artifact = self._artifact(name, when)
+            if version_id is None:
+                seed = f"{artifact.artifact_id}\n{len(artifact.versions)}\n{manifest}"
+                version_id = hashlib.sha256(seed.encode()).hexdigest()
+            elif not re.fullmatch("[0-9a-f]{64}", version_id) or artifact.version(version_id) is not None:
+                raise ValueError(f"version_id must be 64 lowercase hex characters, new to {name!r}")
+            artifact.versions.append(Vm0Version(version_id, artifact.artifact_id, when, **fields))
+            artifact.head = version_id
+            artifact.updated_at = when
+            return artifact.artifact_id, version_id
 
     def put_version(
         self,
@@ -239,20 +233,10 @@ class State(ProviderState):
         ``version_id`` (64 lowercase hex) replaces the content hash, e.g. for prefix tests.
         """
         blobs = {path: as_blob(data) for path, data in files.items()}
-        size = sum(b.size for b in blobs.values())
-        with self.world.lock:
-            when = self.world.timestamp(created_at)
-            return self._commit(
-                name,
-                when,
-                blobs,
-                None,
-                version_id,
-                message=message,
-                created_by=created_by,
-                size=size,
-                file_count=len(blobs),
-            )
+        manifest = "\n".join(f"{p}:{b.size}" for p, b in sorted(blobs.items()))
+        size, count = sum(b.size for b in blobs.values()), len(blobs)
+        fields = {"message": message, "created_by": created_by, "files": blobs, "size": size, "file_count": count}
+        return self._commit(name, created_at, version_id, manifest, **fields)
 
     def put_raw_archive(
         self,
@@ -268,20 +252,11 @@ class State(ProviderState):
         unless ``file_count`` says otherwise (a real version's counts come from its upload,
         not from the archive, so an unreadable archive still stands for files).
         """
-        size, counted = tarball.stats(archive_bytes)
+        archive = bytes(archive_bytes)
+        size, counted = tarball.stats(archive)
         count = max(1, counted) if file_count is None else file_count
-        with self.world.lock:
-            when = self.world.timestamp(created_at)
-            return self._commit(
-                name,
-                when,
-                None,
-                bytes(archive_bytes),
-                message=message,
-                created_by="user_vm0demo",
-                size=size,
-                file_count=count,
-            )
+        fields = {"message": message, "created_by": "user_vm0demo", "files": None, "size": size, "file_count": count}
+        return self._commit(name, created_at, None, hashlib.sha256(archive).hexdigest(), _archive=archive, **fields)
 
     def drop_version(self, artifact_id: str, version_id: str) -> None:
         """Delete one version row; the artifact keeps naming it current if it was (a broken HEAD)."""
