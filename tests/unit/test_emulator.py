@@ -346,3 +346,6 @@ def test_static_tree_lists_directories_and_serves_ranges(emu: Emulator, http: ht
     part = http.get(f"{emu.api_url}/static/task_123/downloads/output.csv", headers={"Range": "bytes=5-9"})
     assert part.status_code == 206 and part.content == blob.read(5, 5)
     assert "authorization" not in emu.requests(path_contains="/static/")[-1]["headers"]
+    root = http.get(f"{emu.api_url}/static/").text
+    assert 'href="task_123/"' in root and "8d2e4f6a" not in root  # a task without files has no directory
+    assert http.get(f"{emu.api_url}/static/8d2e4f6a-1b3c-4d5e-8f7a-9b0c1d2e3f4a/").status_code == 404
