@@ -14,8 +14,11 @@ Credentials of a provider: exactly one of ``token_env`` (an environment variable
 ``token_file`` (a path; the file must not be accessible by group or others) or ``token``
 (inline; only if the config file itself is not accessible by group or others). With none of
 them the token comes from ``token_env = "<TYPE>_API_KEY"``, e.g. ``GUMLOOP_API_KEY`` (by type,
-so every instance of a type shares it unless told otherwise). Gumloop also needs a user id,
-likewise from ``user_id_env`` (default ``GUMLOOP_USER_ID``), ``user_id_file`` or ``user_id``.
+so every instance of a type shares it unless told otherwise). A provider type may declare
+further credentials read the same way (Gumloop's optional user id: ``user_id_env``, default
+``GUMLOOP_USER_ID``, ``user_id_file`` or ``user_id``), and its own keys with their checks:
+each provider module declares them (``providers/<type>.py``'s ``SPEC``), this module only
+applies them.
 
 Paths in the file (``token_file``, ``[cache] dir``) expand ``~``; relative ones are taken
 relative to the config file's directory, so the daemon finds them whatever its working directory.
@@ -39,14 +42,10 @@ class ConfigError(Exception):
     """A config problem as one line naming the file, the key and the fix."""
 
 
-PROVIDER_TYPES = ("gumloop", "vm0", "sigmic", "plangrep")
-DEFAULT_BASE_URLS = {"gumloop": "https://api.gumloop.com/api/v1", "vm0": "https://api.vm0.ai",
-                     "sigmic": "https://api.sigmic.ai", "plangrep": "https://plangrep.com/api/open/v1"}
 DEFAULT_LISTING_TTL = 60.0
 DEFAULT_NEGATIVE_TTL = 5.0
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CACHE_SIZE = "10GiB"
-GUMLOOP_USER_ID_ENV = "GUMLOOP_USER_ID"
 
 PRIVATE_MASK = 0o077
 """Permission bits a file holding a secret must not have: any access by group or others."""
@@ -60,9 +59,10 @@ class ProviderConfig:
     type: str
     base_url: str
     token: str = field(repr=False)
-    user_id: str | None = field(default=None, repr=False)
     ids: tuple[str, ...] = ()
     listing_ttl: float = DEFAULT_LISTING_TTL
+    secrets: Mapping[str, str | None] = field(default_factory=dict, repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Config:
     allow_other: bool
     cache_dir: Path
     timeout: float
+    xattrs: bool
     cache_max_size: int
     providers: tuple[ProviderConfig, ...]
 
@@ -94,6 +95,7 @@ class Overrides:
     allow_other: bool | None = None
     cache_dir: Path | None = None
     cache_max_size: str | None = None
+    xattrs: bool | None = None
 
 
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.IGNORECASE)
@@ -187,20 +189,51 @@ _IDS = _Kind('a list of ids (non-empty strings without "/", not "." or "..")', '
 _SIZE = _Kind("a size or a number of bytes", 'e.g. {key} = "10GiB", "512MiB" or 1048576', _is_size)
 _TABLE = _Kind("a table", "write it as a [{dotted}] section", lambda v: isinstance(v, dict))
 
+SECONDS = _SECONDS
+BOOL = _BOOL
+TEXT = _TEXT
+IDS = _IDS
+"""The kinds a provider module may give its own keys (``ProviderSpec.options``)."""
+
 _TOP_KEYS = {"mount": _TABLE, "cache": _TABLE, "providers": _TABLE}
-_MOUNT_KEYS = {"listing_ttl": _SECONDS, "negative_ttl": _SECONDS, "allow_other": _BOOL, "timeout": _TIMEOUT}
+_MOUNT_KEYS = {"listing_ttl": _SECONDS, "negative_ttl": _SECONDS, "allow_other": _BOOL, "timeout": _TIMEOUT,
+               "xattrs": _BOOL}
 _CACHE_KEYS = {"dir": _TEXT, "max_size": _SIZE}
-_PROVIDER_KEYS = {"type": _TEXT, "base_url": _TEXT, "token_env": _TEXT, "token_file": _TEXT, "token": _TEXT,
-                  "listing_ttl": _SECONDS}
-_TYPE_KEYS: dict[str, dict[str, _Kind]] = {
-    "gumloop": {"agents": _IDS, "user_id_env": _TEXT, "user_id_file": _TEXT, "user_id": _TEXT},
-    "vm0": {},
-    "sigmic": {"tasks": _IDS},
-    "plangrep": {"jobs": _IDS},
-}
-_TYPE_OF_KEY = {key: kind for kind, keys in _TYPE_KEYS.items() for key in keys}
-ID_KEYS = {kind: key for kind, keys in _TYPE_KEYS.items() for key, value in keys.items() if value is _IDS}
-"""The key listing the ids shown at a provider's top level; vm0 lists its artifacts itself."""
+_PROVIDER_KEYS = {"type": _TEXT, "base_url": _TEXT, "listing_ttl": _SECONDS}
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential a provider type needs: read from ``<stem>_env`` (default ``default_env``),
+    ``<stem>_file`` or inline ``<stem>``. An optional one whose default variable is unset is None."""
+
+    default_env: str
+    required: bool = True
+    inline_needs_private: bool = True
+
+
+def _secret_keys(stem: str) -> dict[str, _Kind]:
+    return {f"{stem}_env": _TEXT, f"{stem}_file": _TEXT, stem: _TEXT}
+
+
+def _specs() -> Mapping[str, Any]:
+    """The provider types and what each declares (imported here, late: providers import this module)."""
+    from .providers import SPECS
+    return SPECS
+
+
+def provider_types() -> tuple[str, ...]:
+    return tuple(_specs())
+
+
+def _type_keys(spec: Any) -> dict[str, _Kind]:
+    """The keys of one provider type beyond the common ones: its ids, credentials and options."""
+    keys: dict[str, _Kind] = {**_secret_keys("token"), **dict(spec.options)}
+    if spec.ids_key:
+        keys[spec.ids_key] = _IDS
+    for stem in spec.secrets:
+        keys.update(_secret_keys(stem))
+    return keys
 
 
 def _first(*values: Any) -> Any:
@@ -293,9 +326,13 @@ class _Loader:
             if not kind.accepts(value):
                 raise self.fail(where, f"must be {kind.what}", kind.fix.format(key=key, dotted=_dotted(where)))
 
-    def resolve(self, raw: str) -> Path:
-        """A path from the file: ``~`` expanded, relative to the file's directory."""
-        return self.base_dir / Path(raw).expanduser()
+    def resolve(self, path: tuple[str, ...], raw: str) -> Path:
+        """A path from the file at key ``path``: ``~`` expanded, relative to the file's directory."""
+        try:
+            return self.base_dir / Path(raw).expanduser()
+        except RuntimeError:  # ~user of a user that does not exist
+            raise self.fail(path, f"cannot expand {raw!r} (no such user)",
+                            "write the path out, or use ~/ for your own home") from None
 
     def config(self, data: dict[str, Any], overrides: Overrides, file: Path | None) -> Config:
         """The whole file, checked table by table, with the flags applied."""
@@ -308,7 +345,7 @@ class _Loader:
         if overrides.cache_dir is not None:
             cache_dir = Path(overrides.cache_dir).expanduser().absolute()
         elif "dir" in cache:
-            cache_dir = self.resolve(cache["dir"])
+            cache_dir = self.resolve(("cache", "dir"), cache["dir"])
         else:
             cache_dir = _xdg_dir(self.environ, "XDG_CACHE_HOME", ".cache")
         try:  # only the flag can fail here: the file's max_size was checked above
@@ -323,6 +360,7 @@ class _Loader:
             allow_other=bool(_first(overrides.allow_other, mount.get("allow_other"), False)),
             cache_dir=cache_dir,
             timeout=float(mount.get("timeout", DEFAULT_TIMEOUT)),
+            xattrs=bool(_first(overrides.xattrs, mount.get("xattrs"), True)),
             cache_max_size=max_size,
             providers=tuple(self.provider(name, table, overrides.listing_ttl, mount_ttl)
                             for name, table in providers.items()),
@@ -332,30 +370,36 @@ class _Loader:
                  mount_ttl: float) -> ProviderConfig:
         """One provider table: its type first, because the type decides which keys are allowed."""
         path = ("providers", name)
+        specs = _specs()
         kind = table.get("type", name)
-        if kind not in PROVIDER_TYPES:
+        if kind not in specs:
             if "type" in table:
-                raise self.fail((*path, "type"), f"must be one of {', '.join(PROVIDER_TYPES)}",
+                raise self.fail((*path, "type"), f"must be one of {', '.join(specs)}",
                                 'e.g. type = "gumloop"')
             raise self.fail(path, "has no type and its name is not a type name",
-                            f'add type = "..." with one of {", ".join(PROVIDER_TYPES)}')
+                            f'add type = "..." with one of {", ".join(specs)}')
         if _bad_name(name):
             raise self.fail(path, "is not usable as a directory name",
                             'rename the table: not empty, not "." or "..", no "/" or NUL')
+        spec = specs[kind]
+        own = _type_keys(spec)
         for key in table:
-            owner = _TYPE_OF_KEY.get(key)
-            if owner not in (None, kind):
-                raise self.fail((*path, key), f"is only for {owner} providers, this one is {kind}", f"remove {key}")
-        self.check(table, _PROVIDER_KEYS | _TYPE_KEYS[kind], path)
+            if key in own or key in _PROVIDER_KEYS:
+                continue
+            owners = [other for other, s in specs.items() if key in _type_keys(s)]
+            if owners:
+                raise self.fail((*path, key), f"is only for {' and '.join(owners)} providers, this one is {kind}",
+                                f"remove {key}")
+        self.check(table, _PROVIDER_KEYS | own, path)
         return ProviderConfig(
             name=name,
             type=kind,
-            base_url=self.base_url(path, table.get("base_url", DEFAULT_BASE_URLS[kind])),
-            token=self.secret(path, table, "token", f"{kind.upper()}_API_KEY", inline_needs_private=True),
-            user_id=(self.secret(path, table, "user_id", GUMLOOP_USER_ID_ENV, inline_needs_private=False)
-                     if kind == "gumloop" else None),
-            ids=tuple(dict.fromkeys(table.get(ID_KEYS[kind], ()))) if kind in ID_KEYS else (),
+            base_url=self.base_url(path, table.get("base_url", spec.default_base_url)),
+            token=self.secret(path, table, "token", Secret(f"{kind.upper()}_API_KEY")),
+            ids=tuple(dict.fromkeys(table.get(spec.ids_key, ()))) if spec.ids_key else (),
             listing_ttl=float(_first(flag_ttl, table.get("listing_ttl"), mount_ttl)),
+            secrets={stem: self.secret(path, table, stem, secret) for stem, secret in spec.secrets.items()},
+            options={key: table[key] for key in spec.options if key in table},
         )
 
     def base_url(self, path: tuple[str, ...], raw: str) -> str:
@@ -380,9 +424,9 @@ class _Loader:
             raise self.fail((*path, "base_url"), problem, "use http(s)://host[:port][/path]")
         return url
 
-    def secret(self, path: tuple[str, ...], table: dict[str, Any], stem: str, default_env: str, *,
-               inline_needs_private: bool) -> str:
-        """A credential from exactly one of ``<stem>_env``, ``<stem>_file`` or inline ``<stem>``."""
+    def secret(self, path: tuple[str, ...], table: dict[str, Any], stem: str, secret: Secret) -> Any:
+        """A credential from exactly one of ``<stem>_env``, ``<stem>_file`` or inline ``<stem>``;
+        None for an optional one that is not configured and whose default variable is unset."""
         env_key, file_key = f"{stem}_env", f"{stem}_file"
         given = [key for key in (env_key, file_key, stem) if key in table]
         if len(given) > 1:
@@ -390,7 +434,7 @@ class _Loader:
                             f"keep only one of {env_key}, {file_key}, {stem}")
         source = given[0] if given else env_key
         if source == stem:
-            if inline_needs_private and self.mode & PRIVATE_MASK:
+            if secret.inline_needs_private and self.mode & PRIVATE_MASK:
                 raise self.fail((*path, stem), f"an inline {stem} needs a private file, "
                                 f"{self.shown} is readable by group/others",
                                 f"chmod 600 {self.shown}, or use {env_key}")
@@ -399,9 +443,11 @@ class _Loader:
             origin = f"{file_key} {table[file_key]}"
             value = self.secret_file(path, origin, table[file_key], f"or use {env_key}")
         else:
-            variable = table.get(env_key, default_env)
+            variable = table.get(env_key, secret.default_env)
             value, origin = self.environ.get(variable, "").strip(), f"{env_key} {variable}"
             if not value:
+                if not secret.required and not given:
+                    return None
                 raise self.fail(path, f"{origin} is not set", f"export it or use {file_key}")
         if not (value.isascii() and value.isprintable()):
             raise self.fail(path, f"{origin} holds control or non-ASCII characters", f"check the {stem}")
@@ -410,7 +456,7 @@ class _Loader:
     def secret_file(self, path: tuple[str, ...], origin: str, raw: str, alternative: str) -> str:
         """The stripped text of file ``raw``, which only its owner may access."""
         try:
-            with open(self.resolve(raw), "rb") as handle:
+            with open(self.resolve(path, raw), "rb") as handle:
                 if os.fstat(handle.fileno()).st_mode & PRIVATE_MASK:
                     raise self.fail(path, f"{origin} is readable by group/others", f"chmod 600 {raw}")
                 value = handle.read().decode("utf-8").strip()

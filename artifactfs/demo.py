@@ -15,27 +15,19 @@ from pathlib import Path
 
 from .config import Overrides, load_config
 from .mount import MountError, run_foreground
+from .providers import SPECS
 
 EMULATOR_START_TIMEOUT = 30.0
 
-DEMO_IDS = {
-    "gumloop": ("agents", ["abc123DEFghiJKL"]),
-    "sigmic": ("tasks", ["task_123", "task_456"]),
-    "plangrep": ("jobs", ["job_01abc123", "job_02running"]),
-    "vm0": (None, []),
-}
-
 
 def demo_config_text(info: dict, cache_dir: Path) -> str:
-    """A config for the emulator described by ``info`` (its ready-file JSON)."""
+    """A config for the emulator described by ``info`` (its ready-file JSON): every provider
+    type, each with what its module declares for the demo (``ProviderSpec.demo``)."""
     lines = ["[mount]", "listing_ttl = 10", "", "[cache]", f"dir = {json.dumps(str(cache_dir))}", ""]
-    for kind, (ids_key, ids) in DEMO_IDS.items():
-        lines += [f"[providers.{kind}]", f"base_url = {json.dumps(info['base_urls'][kind])}",
-                  f"token = {json.dumps(info['tokens'][kind])}"]
-        if kind == "gumloop":
-            lines.append(f"user_id = {json.dumps(info['gumloop_user_id'])}")
-        if ids_key:
-            lines.append(f"{ids_key} = {json.dumps(ids)}")
+    for kind, spec in SPECS.items():
+        table = {"base_url": info["base_urls"][kind], "token": info["tokens"][kind], **spec.demo(info)}
+        lines.append(f"[providers.{kind}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in table.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -49,11 +41,13 @@ A local emulator serves Gumloop, vm0, Sigmic and Plangrep with sample artifacts.
 Try, in another terminal:
   cd {shlex.quote(str(mountpoint))}
   ls                                                    # one directory per provider
+  ls sigmic plangrep vm0                                # every task, job and artifact the tokens see
   ls -l gumloop/abc123DEFghiJKL/latest                  # an agent's current artifacts
   getfattr -d gumloop/abc123DEFghiJKL/latest/report.md  # provider metadata as xattrs
   readlink vm0/output-results/current                   # a vm0 artifact's current version
   ls -R vm0/output-results/current/                     # its archive, unpacked
-  ls -R plangrep/job_01abc123                           # a completed Plangrep job's results
+  ls -R plangrep/job_01abc123                           # a finished Plangrep job: result.json and artifacts
+  getfattr -n user.artifactfs.status plangrep/job_03failed   # a job's status (and error)
   head sigmic/task_123/downloads/output.csv             # fetched on first read, then cached
   cp -r sigmic/task_123 /tmp/task_123                   # any tool works: cp, grep, pandas
 

@@ -5,9 +5,10 @@ credentials and one cheap authenticated request to it, the cache directory. A pr
 table is wrong is that provider's FAIL line, not the end of the report. Tokens are never
 printed: a failure names the variable, file or key it came from.
 
-The probe requests are the cheapest authenticated call of each API (see ``PROBES``). With no
-ids configured, a made-up id is asked for: auth is checked before the lookup, so a 404 proves
-that the API is reachable and the token accepted, and a 401/403 that it is refused.
+The probe requests are the cheapest authenticated call of each API, as each provider module
+declares it (``ProviderSpec.probe``). Where the probe names an id and none is configured, a
+made-up id is asked for: auth is checked before the lookup, so a 404 proves that the API is
+reachable and the token accepted, and a 401/403 that it is refused.
 """
 
 from __future__ import annotations
@@ -19,42 +20,22 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 import httpx
 
-from .config import ID_KEYS, Config, ConfigError, ProviderConfig, load_config_by_provider
-from .errors import AccessDenied, FsError, NotFound, error_for_status
+from .config import Config, ConfigError, ProviderConfig, load_config_by_provider
+from .errors import AccessDenied, NotFound, error_for_status
 from .httpclient import url_path
-from .providers import auth_headers
-from .providers.base import api_base
-from .providers.sigmic import classify as sigmic_classify
+from .providers import SPECS, api_url
 from .status import human_size
+from .transport import ssl_context
 
 FUSE_DEVICE = "/dev/fuse"
 FUSE_CONF = Path("/etc/fuse.conf")
 PROBE_TIMEOUT = 10.0
 PLACEHOLDER_ID = "artifactfs-doctor-probe"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """One cheap authenticated request: the API's version prefix, the path below it (``{id}`` is
-    the first configured id), query parameters, and how the API reports errors in a body."""
-
-    prefix: str
-    path: str
-    params: dict[str, Any]
-    classify: Callable[[int, Any], type[FsError] | None] = lambda status, body: None
-
-
-PROBES = {
-    "gumloop": Probe("/api/v1", "/agents/{id}/artifacts", {"page_size": 1}),
-    "vm0": Probe("/v1", "/artifacts", {"limit": 1}),
-    "sigmic": Probe("/api/v1", "/tasks/{id}/artifacts", {}, sigmic_classify),
-    "plangrep": Probe("/api/open/v1", "/jobs/{id}", {}),
-}
 
 
 @dataclass(frozen=True)
@@ -98,7 +79,8 @@ def _checks(config_path: Path | None) -> Iterator[Check]:
         if isinstance(provider, ConfigError):
             yield Check(False, name, str(provider))
             continue
-        yield Check(True, name, "token present" + (" with user id" if provider.user_id else ""))
+        extra = [stem.replace("_", " ") for stem, value in provider.secrets.items() if value]
+        yield Check(True, name, "token present" + (f" with {', '.join(extra)}" if extra else ""))
         yield check_provider(provider)
     yield check_cache_dir(config)
 
@@ -142,15 +124,15 @@ def check_allow_other() -> Check:
 
 def check_provider(provider: ProviderConfig) -> Check:
     """One authenticated request; the line says what was asked and what it proves."""
-    probe = PROBES[provider.type]
-    ids_key = ID_KEYS.get(provider.type, "")
+    spec = SPECS[provider.type]
+    probe = spec.probe
     item = (provider.ids[0] if provider.ids else PLACEHOLDER_ID) if "{id}" in probe.path else None
-    url = api_base(provider.base_url, probe.prefix) + probe.path.format(id=quote(item or "", safe=""))
+    url = api_url(provider) + probe.path.format(id=quote(item or "", safe=""))
     asked = f"GET {url_path(url)}"
     started = time.monotonic()
     try:
-        with httpx.Client(timeout=PROBE_TIMEOUT, follow_redirects=False) as client:
-            resp = client.get(url, params=probe.params, headers=auth_headers(provider))
+        with httpx.Client(timeout=PROBE_TIMEOUT, follow_redirects=False, verify=ssl_context()) as client:
+            resp = client.get(url, params={**probe.params, **spec.params(provider)}, headers=spec.headers(provider))
     except httpx.HTTPError as exc:
         return Check(False, provider.name, f"{asked}: cannot connect ({type(exc).__name__}: {exc})",
                      f"check the network and providers.{provider.name}.base_url")
@@ -159,20 +141,20 @@ def check_provider(provider: ProviderConfig) -> Check:
         body = resp.json()
     except ValueError:
         body = None
-    error = probe.classify(resp.status_code, body) or (
+    error = (spec.classify(resp.status_code, body) if spec.classify else None) or (
         None if resp.is_success else error_for_status(resp.status_code))
     if error is None:
         return Check(True, provider.name, f"answers ({answer})")
-    if error is AccessDenied:
+    if issubclass(error, AccessDenied):
+        credentials = " and ".join(["token", *(s.replace("_", " ") for s in spec.secrets)])
         return Check(False, provider.name, f"the API refused the credentials ({answer})",
-                     f"check the token{' and user id' if provider.type == 'gumloop' else ''} "
-                     f"of providers.{provider.name}")
+                     f"check the {credentials} of providers.{provider.name}")
     if error is NotFound and item == PLACEHOLDER_ID:
         return Check(True, provider.name, f"answers and accepts the token ({answer} for a made-up id; "
-                     f"no {ids_key} configured)")
+                     f"no {spec.ids_key} configured)")
     if error is NotFound and item is not None:
         return Check(False, provider.name, f"{item} not found ({answer})",
-                     f"check providers.{provider.name}.{ids_key}")
+                     f"check providers.{provider.name}.{spec.ids_key}")
     return Check(False, provider.name, f"the API failed ({answer})",
                  f"retry later, or check providers.{provider.name}.base_url")
 

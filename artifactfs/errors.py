@@ -27,10 +27,32 @@ class AccessDenied(FsError):
     errno = errno.EACCES
 
 
+class Unauthorized(AccessDenied):
+    """The credentials themselves were refused (401): nothing will work with them."""
+
+
 class RemoteError(FsError):
     """Any other failure: 5xx, bad JSON, timeouts after retries, short bodies."""
 
     errno = errno.EIO
+
+
+class NotADirectory(FsError):
+    """A directory operation on a file."""
+
+    errno = errno.ENOTDIR
+
+
+class IsADirectory(FsError):
+    """A file operation on a directory."""
+
+    errno = errno.EISDIR
+
+
+class Invalid(FsError):
+    """An operation that makes no sense on this node (readlink of a file)."""
+
+    errno = errno.EINVAL
 
 
 class ReadOnly(FsError):
@@ -39,15 +61,11 @@ class ReadOnly(FsError):
     errno = errno.EROFS
 
 
-class SourceExpired(FsError):
-    """A signed or redirected URL was refused (403/401/410 from storage): resolve it again."""
-
-    errno = errno.EIO
-
-
 def error_for_status(status: int) -> type[FsError]:
     """The exception class for a failed HTTP status (401/403 → EACCES, 404 → ENOENT, else EIO)."""
-    if status in (401, 403):
+    if status == 401:
+        return Unauthorized
+    if status == 403:
         return AccessDenied
     if status in (404, 410):
         return NotFound

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Hashable
+from typing import Callable, Hashable
 
 
 class Kind(enum.Enum):
@@ -22,10 +22,12 @@ class Entry:
     ``key`` identifies the thing across refreshes, so a refreshed listing reuses inodes.
     ``fingerprint`` changes whenever the content may have changed (version, size, mtime).
     ``children`` lets one API call deliver a whole subtree (a Sigmic task's workspace):
-    such subdirectories are refreshed together with the directory that listed them.
-    ``local_path`` names a file already complete on local disk (an extracted archive member),
-    read directly instead of through the byte engine. ``listed=False`` marks a name that
-    opens on lookup but is not shown by readdir (a Gumloop search).
+    such subdirectories are refreshed together with the directory that listed them; a
+    callable builds them only when the directory is first used (views derived from one
+    listing, like Gumloop's ``sessions/``). ``local`` marks a file kept complete on local
+    disk (an unpacked archive member): the provider's ``local_file`` gives its path.
+    ``listed=False`` marks a name that opens on lookup but is not shown by readdir
+    (a Gumloop search).
     """
 
     name: str
@@ -40,8 +42,8 @@ class Entry:
     xattrs: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     immutable: bool = False
-    children: list["Entry"] | None = None
-    local_path: str | None = None
+    children: list["Entry"] | Callable[[], list["Entry"]] | None = None
+    local: bool = False
     listed: bool = True
 
 

@@ -1,17 +1,24 @@
-"""Safe, unique, stable names: what CONTRACT.md §3 promises about every name in the tree."""
+"""Safe, unique, stable names: what CONTRACT.md §3 promises about every name in the tree.
+
+Every rule here runs on provider data, so each one is linear in the size of a listing and
+never loops on what a server says (a hostile listing must not stall the event loop).
+"""
 
 from __future__ import annotations
 
 import mimetypes
 import re
 import zlib
-from pathlib import PurePosixPath
-from typing import Iterable, Sequence
+from typing import Hashable, Sequence
 
 from .model import Entry
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/]")
 MAX_NAME_BYTES = 255
+MAX_SUFFIX_BYTES = 16
+MAX_ID_BYTES = 64
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 def split_path(path: str | None) -> list[str]:
@@ -24,14 +31,36 @@ def split_path(path: str | None) -> list[str]:
 
 
 def clean(name: str | None) -> str:
-    """One name component with NUL, ``/`` and control characters replaced, length bounded."""
-    text = _UNSAFE.sub("_", name or "").strip()
+    """One name component: NUL, ``/`` and control characters become ``_``, lone surrogates
+    (invalid UTF-8 from JSON or an archive) become U+FFFD, and it fits in 255 bytes."""
+    text = _SURROGATE.sub(REPLACEMENT, _UNSAFE.sub("_", name or "")).strip()
     if text in (".", ".."):
         return ""
-    encoded = text.encode("utf-8", "surrogateescape")
-    if len(encoded) > MAX_NAME_BYTES:
-        text = encoded[:MAX_NAME_BYTES].decode("utf-8", "ignore")
-    return text
+    return fit(text)
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    """``report.pdf`` → (``report``, ``.pdf``); a leading dot is no suffix (``.bashrc``)."""
+    dot = name.rfind(".")
+    return (name[:dot], name[dot:]) if dot > 0 else (name, "")
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` of at most ``limit`` UTF-8 bytes, cut between characters."""
+    return text.encode()[:max(limit, 0)].decode("utf-8", "ignore")
+
+
+def fit(name: str, tag: str = "") -> str:
+    """``stem + tag + suffix`` within 255 bytes: the stem is cut, the suffix kept if it is at
+    most 16 bytes (else the whole name is cut), and ``tag`` (``~<id>``) always fits whole."""
+    stem, suffix = _split_suffix(name)
+    if len(suffix.encode()) > MAX_SUFFIX_BYTES:
+        stem, suffix = name, ""
+    tag = _cut(tag, MAX_NAME_BYTES - len(suffix.encode()) - 1)
+    if len(name.encode()) + len(tag.encode()) <= MAX_NAME_BYTES:
+        return stem + tag + suffix
+    room = MAX_NAME_BYTES - len(tag.encode()) - len(suffix.encode())
+    return _cut(stem, room) + tag + suffix
 
 
 def fallback_name(short_id: str, mime_type: str | None) -> str:
@@ -41,47 +70,53 @@ def fallback_name(short_id: str, mime_type: str | None) -> str:
 
 
 def with_id(name: str, short_id: str) -> str:
-    """``report.pdf`` + ``art_1`` → ``report~art_1.pdf``: the name of a collision's loser."""
-    path = PurePosixPath(name)
-    suffix = path.suffix if path.stem else ""
-    stem = name[: len(name) - len(suffix)] if suffix else name
-    return clean(f"{stem}~{short_id}{suffix}")
+    """``report.pdf`` + ``art_1`` → ``report~art_1.pdf``: the name of a collision's loser,
+    within 255 bytes however long ``name`` is (an id over 64 bytes is shown as its CRC)."""
+    tag = clean(short_id) or "x"
+    if len(tag.encode()) > MAX_ID_BYTES:
+        tag = f"{zlib.crc32(tag.encode()):08x}"
+    return fit(name, "~" + tag)
+
+
+def unique_by_key(entries: Sequence[Entry]) -> list[Entry]:
+    """The entries with each ``key`` once (the first one): a provider that lists one thing
+    twice must not show it twice, nor leak a node per refresh for the copy."""
+    seen: dict[Hashable, Entry] = {}
+    for entry in entries:
+        seen.setdefault(entry.key, entry)
+    return list(seen.values())
 
 
 def assign_names(entries: Sequence[Entry]) -> list[tuple[str, Entry]]:
     """Unique names for one directory's entries, the same on every listing.
 
     The newest entry (largest mtime; ties broken by key) keeps a contested name; each other
-    one becomes ``<stem>~<id><suffix>``. Entries without a usable name get a fallback name.
+    one becomes ``<stem>~<id><suffix>``; a name still taken after that (a repeated id, or an
+    id whose name another entry already has) gets a counter. Linear in the number of entries.
     """
-    wanted = [(clean(e.name) or fallback_name(e.short_id, e.mime_type), e) for e in entries]
-    taken: set[str] = set()
     claims: dict[str, list[Entry]] = {}
-    for name, entry in wanted:
+    for entry in unique_by_key(entries):
+        name = clean(entry.name) or fallback_name(entry.short_id, entry.mime_type)
         claims.setdefault(name, []).append(entry)
     result: list[tuple[str, Entry]] = []
     losers: list[tuple[str, Entry]] = []
     for name, group in claims.items():
-        group.sort(key=_newest_first)
+        if len(group) > 1:
+            group.sort(key=_newest_first)
         result.append((name, group[0]))
-        taken.add(name)
         losers.extend((name, e) for e in group[1:])
-    for name, entry in losers:
-        unique = _unused(with_id(name, entry.short_id or f"{zlib.crc32(repr(entry.key).encode()):08x}"), taken)
-        taken.add(unique)
-        result.append((unique, entry))
+    taken = set(claims)
+    counters: dict[str, int] = {}
+    for name, entry in sorted(losers, key=lambda pair: _newest_first(pair[1])):
+        short_id = entry.short_id or f"{zlib.crc32(repr(entry.key).encode()):08x}"
+        base = candidate = with_id(name, short_id)
+        while candidate in taken:
+            counters[base] = n = counters.get(base, 1) + 1
+            candidate = with_id(name, f"{short_id}~{n}")
+        taken.add(candidate)
+        result.append((candidate, entry))
     return result
 
 
 def _newest_first(entry: Entry) -> tuple[float, str]:
     return (-(entry.mtime or 0.0), repr(entry.key))
-
-
-def _unused(name: str, taken: Iterable[str]) -> str:
-    """``name`` or, if taken (an id repeated by the provider), ``name`` with a counter."""
-    taken = set(taken)
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = with_id(name, str(n))
-    return candidate

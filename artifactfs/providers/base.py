@@ -1,35 +1,44 @@
-"""The Provider protocol: what the namespace asks of every provider, and shared helpers.
+"""The Provider protocol and the declaration every provider module makes of itself.
 
 A provider turns its API's JSON into ``Entry`` objects and a file into a ``Source``.
 It never sees inodes, FUSE or the cache, and it is the only place that knows its JSON.
+Each provider module ends with ``SPEC = ProviderSpec(...)``: its type name, default base
+URL, config keys and their checks, credentials, auth, doctor probe and demo settings. The
+registry (``providers/__init__.py``) finds the modules; config, doctor and demo read the specs.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Mapping
 
-from ..config import ProviderConfig
 from ..errors import NotFound
-from ..httpclient import HttpClient
 from ..model import Entry, Kind, Source
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig, Secret, _Kind
+    from ..engine import Engine
+    from ..httpclient import Classifier, HttpClient
 
 log = logging.getLogger("artifactfs.providers")
 
 
 class Provider:
-    """Base of the four providers. Subclasses implement ``list_dir`` and ``resolve``;
-    the base itself is a provider with nothing in it.
+    """Base of the providers. Subclasses implement ``list_dir`` and ``resolve``; the base
+    itself is a provider with nothing in it.
 
     ``ref`` values are the provider's own: ``ROOT`` for its top directory, anything hashable
     below; ``ref=None`` marks a directory whose contents come embedded in its parent's listing.
-    ``state_dir`` is the provider's own folder under ``cache.dir`` (created on first use). ``lookup`` is asked for a name the last listing did not have (an agent id typed
-    by the user, a search text); the default is that such names do not exist.
+    ``lookup`` is asked for a name the last listing did not have (an id typed by the user, a
+    search text); by default such names do not exist. ``engine`` (set by the core before the
+    first request) lets a provider read bytes of its own files through the cache (vm0 unpacks
+    its archives from it) and keep unpacked trees under ``state_dir`` inside the cache budget.
     """
 
     ROOT: Hashable = ("root",)
+    spec: "ProviderSpec"
 
     def __init__(self, config: ProviderConfig, http: HttpClient, state_dir: Path) -> None:
         self.config = config
@@ -37,6 +46,7 @@ class Provider:
         self.listing_ttl = config.listing_ttl
         self.http = http
         self.state_dir = state_dir
+        self.engine: Engine | None = None
 
     def root(self) -> Entry:
         return Entry(name=self.name, kind=Kind.DIR, ref=self.ROOT, key=(self.name,))
@@ -48,13 +58,18 @@ class Provider:
         return None
 
     async def resolve(self, ref: Hashable) -> Source:
-        raise NotImplementedError
+        raise NotFound(f"{self.name}: nothing to read")
+
+    async def local_file(self, ref: Hashable) -> str:
+        """The path of a file kept complete on local disk (``Entry.local``), made again if the
+        cache dropped it."""
+        raise NotFound(f"{self.name}: no local files")
 
     async def open_unlisted(self, known: dict[str, None], name: str,
                             tree: Callable[[str], Awaitable[list[Entry]]],
                             entry: Callable[[str], Entry]) -> Entry | None:
-        """A top-level id the config does not name (an agent, a task): if the API knows it,
-        it opens with its subtree and is remembered in ``known``, so it is listed from then on."""
+        """A top-level id nobody listed (an agent, a task): if the API knows it, it opens with
+        its subtree and is remembered in ``known``, so it is listed from then on."""
         try:
             children = await tree(name)
         except NotFound:
@@ -68,47 +83,64 @@ class Provider:
         await self.http.aclose()
 
 
-def parse_time(value: Any) -> float | None:
-    """An ISO 8601 timestamp (``Z`` or offset, with or without fraction) → epoch seconds."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.timestamp()
+def bearer(config: ProviderConfig) -> dict[str, str]:
+    """``Authorization: Bearer <token>``: what every provider's API takes."""
+    return {"Authorization": f"Bearer {config.token}"}
 
 
-def as_int(value: Any) -> int | None:
-    """A non-negative integer from JSON, or None (strings of digits accepted, bools not)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float) and value.is_integer() and value >= 0:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+def no_params(config: ProviderConfig) -> dict[str, str]:
+    return {}
 
 
-def as_str(value: Any) -> str | None:
-    """A non-empty string from JSON, or None; numbers are accepted as their text."""
-    if isinstance(value, str):
-        return value or None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
+@dataclass(frozen=True)
+class Probe:
+    """One cheap authenticated request for ``doctor``: a path below the API base (``{id}`` is
+    the first configured id, or a made-up one whose 404 proves the token was accepted)."""
+
+    path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
-def fingerprint(*parts: Any) -> str:
-    """What must change when the bytes may have changed: version, size, mtime, ETag."""
-    return "|".join("" if p is None else str(p) for p in parts)
+@dataclass(frozen=True)
+class ProviderSpec:
+    """What the rest of artifactfs knows of a provider type, declared in its own module.
+
+    ``api_prefix`` is the API's version path, appended to ``base_url`` unless already there
+    (users write either form). ``options`` are the type's own config keys with their checks,
+    ``secrets`` its credentials beyond the token, ``ids_key`` the key listing ids to show at
+    the top. ``headers``/``params`` authenticate a request (sent only to the ``base_url``
+    origin); ``classify`` maps error bodies an API sends. ``demo`` gives the provider's config
+    table for the bundled emulator from its ready info (``artifactfs demo``, tests).
+    """
+
+    type: str
+    provider: type[Provider]
+    default_base_url: str
+    api_prefix: str
+    probe: Probe
+    demo: Callable[[Mapping[str, Any]], dict[str, Any]]
+    ids_key: str | None = None
+    options: Mapping[str, "_Kind"] = field(default_factory=dict)
+    secrets: Mapping[str, "Secret"] = field(default_factory=dict)
+    headers: Callable[["ProviderConfig"], dict[str, str]] = bearer
+    params: Callable[["ProviderConfig"], dict[str, str]] = no_params
+    classify: "Classifier | None" = None
 
 
 def api_base(base_url: str, suffix: str) -> str:
     """``base_url`` ending in ``suffix`` exactly once: users write either form in the config."""
     base = base_url.rstrip("/")
     return base if base.endswith(suffix) else base + suffix
+
+
+def folder(name: str, key: Hashable, children: list[Entry] | Callable[[], list[Entry]], *,
+           short_id: str = "", immutable: bool = False, mtime: float | None = None,
+           xattrs: dict[str, str] | None = None) -> Entry:
+    """A directory delivered with its parent's listing (its children now, or built on first use)."""
+    return Entry(name=name, kind=Kind.DIR, ref=None, key=key, mtime=mtime, short_id=short_id,
+                 immutable=immutable, children=children, xattrs=xattrs or {})
+
+
+def newest(entries: list[Entry]) -> float | None:
+    """The newest mtime among ``entries``: a folder's mtime."""
+    return max((e.mtime for e in entries if e.mtime is not None), default=None)

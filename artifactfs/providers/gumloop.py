@@ -1,28 +1,39 @@
-"""Gumloop: an agent's artifacts (seeds/gumloop-list-artifacts.txt, gumloop-download-artifact.txt).
+"""Gumloop: an agent's artifacts (api/gumloop.md; seeds/gumloop-*.txt).
 
 ``GET /agents/{id}/artifacts`` (paged) gives the current version of every artifact, so one
-listing builds an agent's whole directory: ``latest/``, ``sessions/<id>/`` and
-``artifacts/<id>/versions/<version>/``. The API never lists old versions, so every version
-a listing reveals is remembered for the life of the mount. ``search/<text>/`` is the same
-listing with ``search_query``, fetched on lookup. Bytes: ``GET /artifacts/{id}/download``
-on the first read gives a signed URL on another origin, fetched without the token.
+listing builds an agent's whole directory: ``latest/``, and, built only when first opened,
+``sessions/<id>/`` and ``artifacts/<id>/versions/<version>/``. The API never lists old
+versions, so every version a listing reveals is remembered for the life of the mount.
+``search/<text>/`` is the same listing with ``search_query``, fetched on lookup.
+
+Bytes: each listed artifact carries a signed ``url``; the first read uses it while its
+signature is valid, then ``GET /artifacts/{id}/download?version_id=`` gives a fresh
+``download_url``. Both are on storage's origin and fetched without credentials.
+
+Credentials: ``Authorization: Bearer`` with a personal API key, a team key or an OAuth access
+token; personal keys also need ``x-auth-key: <user id>`` (``user_id_env``), team keys the
+``team_id`` query parameter on every request (``team_id``).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Hashable, Iterable
+from typing import Any, Hashable, Mapping
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from ..config import TEXT, ProviderConfig, Secret
 from ..errors import RemoteError
 from ..model import Entry, Kind, Source
 from ..names import assign_names
-from .base import Provider, api_base, as_int, as_str, fingerprint, log, parse_time
+from .base import Probe, Provider, ProviderSpec, api_base, bearer, folder, newest
+from .fields import as_dict, as_size, as_str, fingerprint, parse_time
+from .paging import collect_pages, unique
 
 PAGE_SIZE = 100
-MAX_PAGES = 10_000
 MAX_SIGNED_SECONDS = 7 * 86400  # the longest a GCS V4 / S3 presigned URL may live
+URL_MARGIN = 30.0  # a listed URL this close to its expiry is not used
 EXPIRY_PARAMS = (("x-goog-expires", "x-goog-date"), ("x-amz-expires", "x-amz-date"), ("expires", ""))
 
 
@@ -37,6 +48,7 @@ class Version:
     size: int | None
     created_at: str | None
     mime_type: str | None
+    url: str | None = None
     xattrs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -49,9 +61,10 @@ class GumloopProvider(Provider):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._api = api_base(self.http.base_url, "/api/v1")
+        self._api = api_base(self.http.base_url, SPEC.api_prefix)
         self._agents: dict[str, None] = dict.fromkeys(self.config.ids)
         self._versions: dict[str, dict[str, dict[str, Version]]] = {}
+        self._listed_urls: dict[tuple[str, str | None], str] = {}
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
@@ -69,86 +82,76 @@ class GumloopProvider(Provider):
             return await self.open_unlisted(self._agents, name, self._agent_tree, self._agent_entry)
         match ref:
             case ("search", agent):
-                entry = self._search_entry(agent, name)
+                entry = Entry(name=name, kind=Kind.DIR, ref=("search", agent, name), key=("search", name),
+                              listed=False)
                 entry.children = await self._search(agent, name)
                 return entry
         return None
 
     async def resolve(self, ref: Hashable) -> Source:
-        """The signed URL of one pinned version, asked for on the first read only."""
+        """The listed signed URL while it is valid (once), else a fresh ``download_url``."""
         _, artifact, version = ref  # type: ignore[misc]
+        listed = self._listed_urls.pop((artifact, version), None)
+        if listed is not None:
+            expires = url_expiry(listed)
+            if expires is not None and expires - URL_MARGIN > time.time():
+                return self.http.source(listed, expires_at=expires)
         url = f"{self._api}/artifacts/{quote(artifact, safe='')}/download"
-        body = await self.http.get_json(url, {"version_id": version} if version else None)
-        download = as_str(body.get("download_url")) if isinstance(body, dict) else None
+        body = as_dict(await self.http.get_json(url, {"version_id": version} if version else None))
+        download = as_str(body.get("download_url"))
         if download is None:
-            log.error("%s: artifact %s: download answer has no download_url", self.name, artifact)
-            raise RemoteError(f"{self.name}: artifact {artifact}: no download_url")
-        return self.http.source(download, expires_at=url_expiry(download), size=as_int(body.get("size")))
+            raise RemoteError(f"{self.name}: artifact {artifact}: the download answer has no download_url")
+        return self.http.source(download, expires_at=url_expiry(download), size=as_size(body.get("size")))
 
     # ---- listings ---------------------------------------------------------
 
     async def _listing(self, agent: str, **query: str) -> list[Version]:
-        """Every page of the agent's artifacts (current versions), remembered as versions seen.
-
-        Bounded: stops at a repeated cursor or after ``MAX_PAGES`` pages.
-        """
+        """Every page of the agent's artifacts (current versions), remembered as versions seen."""
         url = f"{self._api}/agents/{quote(agent, safe='')}/artifacts"
-        params: dict[str, Any] = {"page_size": PAGE_SIZE, **query}
-        items: list[Any] = []
-        cursors: set[str] = set()
-        for _ in range(MAX_PAGES):
-            body = await self.http.get_json(url, params)
-            page = body.get("artifacts") if isinstance(body, dict) else None
-            if not isinstance(page, list):
-                log.warning("%s: agent %s: a listing page has no artifacts array", self.name, agent)
-                page = []
-            items.extend(page)
-            cursor = as_str(body.get("next_cursor")) if isinstance(body, dict) else None
-            if cursor is None:
-                break
-            if cursor in cursors:
-                log.warning("%s: agent %s: the API repeated a cursor; listing stops", self.name, agent)
-                break
-            cursors.add(cursor)
-            params["cursor"] = cursor
-        else:
-            log.warning("%s: agent %s: listing stopped after %d pages", self.name, agent, MAX_PAGES)
-        versions = [v for v in (self._version(agent, item) for item in items) if v is not None]
-        self._remember(agent, versions)
-        current: dict[str, Version] = {}
-        for v in versions:  # an artifact listed twice (it changed while we paged): the first, newest
-            current.setdefault(v.artifact_id, v)
-        return list(current.values())
+
+        async def page(cursor: str | None) -> tuple[list[Any], str | None]:
+            params = {"page_size": PAGE_SIZE, **query, **({"cursor": cursor} if cursor else {})}
+            body = as_dict(await self.http.get_json(url, params))
+            items = body.get("artifacts")
+            return (items if isinstance(items, list) else []), as_str(body.get("next_cursor"))
+
+        items = await collect_pages(page, f"{self.name}: agent {agent}")
+        versions = unique((self._version(agent, item) for item in items),
+                          lambda v: v.artifact_id if v is not None else None)
+        self._remember(agent, versions)  # type: ignore[arg-type]
+        return versions  # type: ignore[return-value]
 
     def _version(self, agent: str, item: Any) -> Version | None:
         """A listing item; one without an id cannot be downloaded and is left out."""
-        artifact = as_str(item.get("id")) if isinstance(item, dict) else None
+        item = as_dict(item)
+        artifact = as_str(item.get("id"))
         if artifact is None:
             return None
-        meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
-        creator = item.get("creator") if isinstance(item.get("creator"), dict) else {}
-        names = (as_str(creator.get("first_name")), as_str(creator.get("last_name")))
-        full_name = " ".join(name for name in names if name)
+        meta = as_dict(item.get("metadata"))
+        creator = as_dict(item.get("creator"))
+        full_name = " ".join(n for n in (as_str(creator.get("first_name")), as_str(creator.get("last_name"))) if n)
         version = Version(
             artifact_id=artifact, version_id=as_str(item.get("version_id")),
             filename=as_str(item.get("filename")) or "", session_id=as_str(item.get("session_id")),
-            size=as_int(meta.get("size")), created_at=as_str(item.get("created_at")),
-            mime_type=as_str(meta.get("media_type")),
+            size=as_size(meta.get("size")), created_at=as_str(item.get("created_at")),
+            mime_type=as_str(meta.get("media_type")), url=as_str(item.get("url")),
         )
         extra = {
             "id": artifact, "version_id": version.version_id, "created_at": version.created_at,
-            "major_version": as_str(as_int(item.get("major_version"))), "session_id": version.session_id,
+            "major_version": as_str(as_size(item.get("major_version"))), "session_id": version.session_id,
             "agent_id": as_str(item.get("agent_id")) or agent,
             "creator_email": as_str(creator.get("email")), "creator_name": full_name or None,
         }
         version.xattrs = {key: value for key, value in extra.items() if value is not None}
         return version
 
-    def _remember(self, agent: str, versions: Iterable[Version]) -> None:
+    def _remember(self, agent: str, versions: list[Version]) -> None:
         seen = self._versions.setdefault(agent, {})
         for v in versions:
             if v.version_id is not None:
                 seen.setdefault(v.artifact_id, {})[v.version_id] = v
+            if v.url is not None:
+                self._listed_urls[(v.artifact_id, v.version_id)] = v.url
 
     async def _search(self, agent: str, text: str) -> list[Entry]:
         return [self._file(v) for v in await self._listing(agent, search_query=text)]
@@ -160,10 +163,12 @@ class GumloopProvider(Provider):
         known = self._versions.get(agent, {})
         for gone in set(known) - {v.artifact_id for v in current}:
             del known[gone]
+        latest = [self._file(v) for v in current]
         return [
-            _folder("latest", ("latest",), [self._file(v) for v in current]),
-            _folder("sessions", ("sessions",), self._sessions(current)),
-            _folder("artifacts", ("artifacts",), [self._artifact(agent, v) for v in current]),
+            folder("latest", ("latest",), latest, mtime=newest(latest)),
+            folder("sessions", ("sessions",), lambda: self._sessions(current), mtime=newest(latest)),
+            folder("artifacts", ("artifacts",), lambda: [self._artifact(agent, v) for v in current],
+                   mtime=newest(latest)),
             Entry(name="search", kind=Kind.DIR, ref=("search", agent), key=("search",)),
         ]
 
@@ -172,22 +177,22 @@ class GumloopProvider(Provider):
         for v in current:
             if v.session_id is not None:
                 by_session.setdefault(v.session_id, []).append(self._file(v))
-        return [_folder(session, ("session", session), files, short_id=session)
+        return [folder(session, ("session", session), files, short_id=session, mtime=newest(files))
                 for session, files in by_session.items()]
 
     def _artifact(self, agent: str, current: Version) -> Entry:
         """``versions/<id>/<filename>`` for every version seen, and ``current`` → the listed one."""
         versions = self._versions.get(agent, {}).get(current.artifact_id, {})
-        folders = [_folder(vid, ("version", vid), [self._file(v, immutable=True)], short_id=vid,
-                           immutable=True) for vid, v in versions.items()]
-        children = [_folder("versions", ("versions",), folders)]
+        folders = [folder(vid, ("version", vid), [self._file(v, immutable=True)], short_id=vid,
+                          immutable=True, mtime=v.mtime) for vid, v in versions.items()]
+        children = [folder("versions", ("versions",), folders, mtime=newest(folders))]
         named = {entry.short_id: name for name, entry in assign_names(folders)}
         if current.version_id in named:
             target = f"versions/{named[current.version_id]}"
             children.append(Entry(name="current", kind=Kind.LINK, ref=None, key=("current",),
-                                  target=target, fingerprint=target))
-        return _folder(current.artifact_id, ("artifact", current.artifact_id), children,
-                       short_id=current.artifact_id)
+                                  target=target, fingerprint=target, mtime=current.mtime))
+        return folder(current.artifact_id, ("artifact", current.artifact_id), children,
+                      short_id=current.artifact_id, mtime=current.mtime)
 
     def _file(self, v: Version, immutable: bool = False) -> Entry:
         """The same key and fingerprint wherever a version appears, so all share one cache."""
@@ -201,18 +206,6 @@ class GumloopProvider(Provider):
     def _agent_entry(self, agent: str) -> Entry:
         return Entry(name=agent, kind=Kind.DIR, ref=("agent", agent), key=("agent", agent), short_id=agent)
 
-    def _search_entry(self, agent: str, text: str) -> Entry:
-        return Entry(name=text, kind=Kind.DIR, ref=("search", agent, text), key=("search", text),
-                     listed=False)
-
-
-def _folder(name: str, key: Hashable, children: list[Entry], *, short_id: str = "",
-            immutable: bool = False) -> Entry:
-    """A directory delivered with its parent's listing; its mtime is the newest below it."""
-    mtime = max((c.mtime for c in children if c.mtime is not None), default=None)
-    return Entry(name=name, kind=Kind.DIR, ref=None, key=key, mtime=mtime, short_id=short_id,
-                 immutable=immutable, children=children)
-
 
 def url_expiry(url: str) -> float | None:
     """When a signed URL stops working, if its query says so in a common form, else None.
@@ -223,7 +216,7 @@ def url_expiry(url: str) -> float | None:
     """
     query = {key.lower(): value for key, value in parse_qsl(urlsplit(url).query)}
     for expires_param, date_param in EXPIRY_PARAMS:
-        seconds = as_int(query.get(expires_param))
+        seconds = as_size(query.get(expires_param))
         if seconds is None:
             continue
         signed_at = _signing_time(query.get(date_param))
@@ -240,3 +233,34 @@ def _signing_time(value: str | None) -> float | None:
         return datetime.strptime(value or "", "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
     except ValueError:
         return None
+
+
+def _headers(config: ProviderConfig) -> dict[str, str]:
+    """Bearer, plus ``x-auth-key`` when a user id is configured (personal API keys)."""
+    user_id = config.secrets.get("user_id")
+    return {**bearer(config), **({"x-auth-key": user_id} if user_id else {})}
+
+
+def _params(config: ProviderConfig) -> dict[str, str]:
+    """``team_id`` on every request when configured (team keys are checked against it)."""
+    team = config.options.get("team_id")
+    return {"team_id": team} if team else {}
+
+
+def _demo(info: Mapping[str, Any]) -> dict[str, Any]:
+    return {"user_id": info["gumloop_user_id"], "agents": ["abc123DEFghiJKL"]}
+
+
+SPEC = ProviderSpec(
+    type="gumloop",
+    provider=GumloopProvider,
+    default_base_url="https://api.gumloop.com/api/v1",
+    api_prefix="/api/v1",
+    ids_key="agents",
+    options={"team_id": TEXT},
+    secrets={"user_id": Secret("GUMLOOP_USER_ID", required=False, inline_needs_private=False)},
+    headers=_headers,
+    params=_params,
+    probe=Probe("/agents/{id}/artifacts", {"page_size": 1}),
+    demo=_demo,
+)

@@ -1,8 +1,10 @@
-"""Sigmic: a task's workspace files (seeds/sigmic-task-artifacts.txt).
+"""Sigmic: tasks and their workspace files (api/sigmic.md; seeds/sigmic-task-artifacts.txt).
 
-``GET /api/v1/tasks/{id}/artifacts`` lists every file of a task with its ``path``; one call
-gives the whole workspace, so a task directory arrives with its subtree. Bytes come from
-``GET /api/v1/tasks/{id}/artifacts/download?path=`` on the API origin (token attached).
+``GET /api/v1/tasks`` (offset pagination) lists every task the key sees; configured task ids
+and ids opened by name are listed too. ``GET /api/v1/tasks/{id}/artifacts`` lists every file
+of a task with its ``path``: one call gives the whole workspace, so a task directory arrives
+with its subtree. A completed task can be resumed, so a task is refreshed like any listing.
+Bytes come from ``GET /api/v1/tasks/{id}/artifacts/download?path=`` on the API origin.
 """
 
 from __future__ import annotations
@@ -10,17 +12,25 @@ from __future__ import annotations
 from typing import Any, Hashable
 from urllib.parse import quote, urlencode
 
-from ..errors import AccessDenied, FsError, NotFound, RemoteError
+from ..errors import AccessDenied, FsError, NotFound, RemoteError, Unauthorized
 from ..model import Entry, Kind, Source
-from .base import Provider, api_base, as_int, as_str, fingerprint, log, parse_time
+from .base import Probe, Provider, ProviderSpec, api_base, log
+from .fields import as_dict, as_size, as_str, fingerprint, parse_time, pick, texts
+from .paging import collect_pages
 from .tree import build_tree
 
+PAGE_LIMIT = 100
 ERROR_CODES: dict[str, type[FsError]] = {
-    "AUTH_REQUIRED": AccessDenied,
-    "INVALID_API_KEY": AccessDenied,
+    "AUTH_REQUIRED": Unauthorized,
+    "INVALID_API_KEY": Unauthorized,
+    "INVALID_AUTH_FORMAT": Unauthorized,
+    "INVALID_TOKEN": Unauthorized,
     "FORBIDDEN": AccessDenied,
+    "ORIGIN_NOT_ALLOWED": AccessDenied,
     "NOT_FOUND": NotFound,
 }
+TASK_FIELDS = {"status": ("status",), "created_at": ("createdAt", "created_at"),
+               "completed_at": ("completedAt", "completed_at"), "message": ("message",)}
 
 
 def classify(status: int, body: Any) -> type[FsError] | None:
@@ -33,15 +43,19 @@ def classify(status: int, body: Any) -> type[FsError] | None:
 
 
 class SigmicProvider(Provider):
-    """Tasks at the top (configured ones, then any opened by name); their files below."""
+    """Every task the key sees at the top (plus configured and opened ones); files below."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._api = api_base(self.http.base_url, SPEC.api_prefix)
         self._tasks: dict[str, None] = dict.fromkeys(self.config.ids)
-        self._api = api_base(self.http.base_url, "/api/v1")
+        self._details: dict[str, dict[str, str]] = {}
+        self._cannot_list = False
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
+            for task in await self._discover():
+                self._tasks.setdefault(task, None)
             return [self._task_entry(task) for task in self._tasks]
         _, task = ref  # type: ignore[misc]
         return await self._workspace(task)
@@ -58,34 +72,74 @@ class SigmicProvider(Provider):
     def _task_url(self, task: str) -> str:
         return f"{self._api}/tasks/{quote(task, safe='')}"
 
+    async def _discover(self) -> list[str]:
+        """Every task id of ``GET /tasks``, all pages. A key that may not list tasks (or a
+        server without the endpoint) still shows the configured and opened tasks."""
+        if self._cannot_list:
+            return []
+        seen: set[str] = set()
+
+        async def page(offset: int | None) -> tuple[list[Any], int | None]:
+            start = offset or 0
+            body = as_dict(await self.http.get_json(f"{self._api}/tasks", {"limit": PAGE_LIMIT, "offset": start}))
+            data = body.get("data")
+            items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
+            fresh = [i for i in items if (as_str(i.get("id")) or "") not in seen]
+            for item in fresh:
+                task = as_str(item.get("id"))
+                if task:
+                    seen.add(task)
+                    self._details[task] = texts(item, TASK_FIELDS)
+            paging = as_dict(body.get("pagination"))
+            more = pick(paging, "hasMore", "has_more")
+            total = as_size(paging.get("total"))
+            if more is None and total is not None:
+                more = start + len(items) < total
+            return fresh, (start + len(items) if more and fresh else None)
+
+        try:
+            items = await collect_pages(page, f"{self.name}: tasks")
+        except (AccessDenied, NotFound) as exc:
+            if isinstance(exc, Unauthorized):
+                raise
+            log.warning("%s: cannot list tasks (%s); showing configured and opened tasks only", self.name, exc)
+            self._cannot_list = True
+            return []
+        return [task for item in items if (task := as_str(item.get("id")))]
+
     def _task_entry(self, task: str) -> Entry:
-        return Entry(name=task, kind=Kind.DIR, ref=("task", task), key=("task", task), short_id=task)
+        return Entry(name=task, kind=Kind.DIR, ref=("task", task), key=("task", task), short_id=task,
+                     xattrs={"id": task, **self._details.get(task, {})})
 
     async def _workspace(self, task: str) -> list[Entry]:
-        body = await self.http.get_json(f"{self._task_url(task)}/artifacts", classify=classify)
-        data = body.get("data") if isinstance(body, dict) else None
-        files = data.get("files") if isinstance(data, dict) else None
+        body = as_dict(await self.http.get_json(f"{self._task_url(task)}/artifacts"))
+        files = as_dict(body.get("data")).get("files")
         if not isinstance(files, list):
-            log.warning("%s: task %s: listing has no data.files array; showing it empty", self.name, task)
-            files = []
-        return build_tree((self._file(task, item) for item in files if isinstance(item, dict)),
-                          ("task", task))
+            raise RemoteError(f"{self.name}: task {task}: the listing has no data.files array")
+        return build_tree((self._file(task, item) for item in files if isinstance(item, dict)), ("task", task))
 
     def _file(self, task: str, item: dict[str, Any]) -> tuple[str, Entry]:
         path = as_str(item.get("path")) or as_str(item.get("name")) or ""
-        size = as_int(item.get("size"))
-        modified = as_str(item.get("modifiedAt"))
-        mime = as_str(item.get("mimeType"))
-        xattrs = {"id": path, "task_id": task}
-        if modified:
-            xattrs["modified_at"] = modified
-        category = as_str(item.get("category"))
-        if category:
-            xattrs["category"] = category
+        size = as_size(item.get("size"))
+        modified = as_str(pick(item, "modifiedAt", "modified_at"))
+        xattrs = {"id": path, "task_id": task,
+                  **texts(item, {"modified_at": ("modifiedAt", "modified_at"), "category": ("category",)})}
         entry = Entry(
             name=as_str(item.get("name")) or path, kind=Kind.FILE, ref=("file", task, path),
             key=("file", task, path), size=size, mtime=parse_time(modified),
             fingerprint=fingerprint(size, modified), short_id=path.rsplit("/", 1)[-1] or "file",
-            mime_type=mime, xattrs=xattrs,
+            mime_type=as_str(pick(item, "mimeType", "mime_type")), xattrs=xattrs,
         )
         return path, entry
+
+
+SPEC = ProviderSpec(
+    type="sigmic",
+    provider=SigmicProvider,
+    default_base_url="https://api.sigmic.ai",
+    api_prefix="/api/v1",
+    ids_key="tasks",
+    classify=classify,
+    probe=Probe("/tasks", {"limit": 1}),
+    demo=lambda info: {},
+)

@@ -1,12 +1,15 @@
-"""vm0: artifacts, their versions, and each version's tar.gz (seeds/vm0-artifacts.txt).
+"""vm0: artifacts, their versions, and each version's tar.gz (api/vm0.md; seeds/vm0-artifacts.txt).
 
-``GET /v1/artifacts`` (paged) gives every artifact with its ``current_version_id``, so one
-listing fills ``vm0/`` and each artifact's ``versions/`` entry and ``current`` link.
-``GET /v1/artifacts/{id}/versions`` (paged) fills ``versions/``. A version's archive comes from
-``/download?version_id=`` as a 302 to a presigned URL on another origin (no token goes there):
-it is shown as served (``<id>.tar.gz``, through the byte engine), and unpacked into the cache
-on the first access of the version's directory, whose files are then read from disk.
-Versions are immutable, so neither is ever fetched twice.
+``GET /v1/artifacts`` (paged) gives every artifact with its current version, so one listing
+fills ``vm0/`` and each artifact's ``current`` link; ``GET /v1/artifacts/{id}/versions``
+(paged) fills ``versions/``. The API answers camelCase (``currentVersionId``, ``fileCount``,
+``createdAt``, ``pagination.hasMore``/``nextCursor``); its older shape, and the seed, are
+snake_case. Both are read field by field, so a half-migrated server works too.
+
+A version's archive comes from ``/download?versionId=`` (older servers: ``version_id``; both
+are sent) as a 302 to a presigned URL on another origin (no token goes there). It is shown as
+served (``<id>.tar.gz``, through the byte engine and its cache), and unpacked from the same
+cached bytes on the first access of the version's directory, into the cache's budget.
 """
 
 from __future__ import annotations
@@ -14,51 +17,60 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
-from collections import defaultdict
-from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, Hashable
+from typing import Any, Hashable, Mapping
 from urllib.parse import quote, urljoin
 
 import trio
 
 from .. import archive
-from ..errors import RemoteError, SourceExpired
-from ..httpclient import HttpClient, url_path
+from ..errors import NotFound, RemoteError
 from ..model import Entry, Kind, Source
 from ..names import clean
-from .base import Provider, api_base, as_str, log, parse_time
+from .base import Probe, Provider, ProviderSpec, api_base
+from .fields import as_dict, as_str, parse_time, pick, texts
+from .paging import collect_pages, unique
 from .tree import build_tree
 
-PAGE_LIMIT = 100
-MAX_PAGES = 1000
+PAGE_LIMIT = 100  # the API rejects more (400), and 1-100 is its documented range
 MIN_PREFIX = 8
-MAX_RESOLVES = 3
-COPY_BUFFER = 8 << 20
-VERSION_FIELDS = ("size", "file_count", "created_at", "message", "created_by")
+ARTIFACT_FIELDS = {"name": ("name",), "size": ("size",), "file_count": ("fileCount", "file_count"),
+                   "current_version_id": ("currentVersionId", "current_version_id"),
+                   "created_at": ("createdAt", "created_at"), "updated_at": ("updatedAt", "updated_at")}
+VERSION_FIELDS = {"size": ("size",), "file_count": ("fileCount", "file_count"),
+                  "created_at": ("createdAt", "created_at"), "message": ("message",),
+                  "created_by": ("createdBy", "created_by")}
+
+
+def _current_version(item: Mapping[str, Any]) -> str | None:
+    """``currentVersionId``, ``current_version_id``, or the id inside ``currentVersion``."""
+    nested = as_dict(pick(item, "currentVersion", "current_version"))
+    return as_str(pick(item, "currentVersionId", "current_version_id")) or as_str(nested.get("id"))
 
 
 class Vm0Provider(Provider):
     """Artifacts at the top; refs below: ``("versions", artifact)``, ``("version", artifact,
-    version)`` (a directory, unpacked on listing), ``("archive", artifact, version)`` (a file)."""
+    version)`` (a directory, unpacked on listing), ``("archive", artifact, version)`` (a file),
+    ``("member", artifact, version, path)`` (a file of an unpacked version, read from disk)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._api = api_base(self.http.base_url, "/v1")
+        self._api = api_base(self.http.base_url, SPEC.api_prefix)
         self._names: dict[str, str] = {}
         self._versions: dict[str, dict[str, dict[str, Any]]] = {}
-        self._unpack_locks: defaultdict[Path, trio.Lock] = defaultdict(trio.Lock)
-        self._broken: dict[Path, str] = {}
+        self._unpack_locks: dict[str, trio.Lock] = {}
+        self._broken: dict[str, str] = {}
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
-            items = await self._pages(f"{self._api}/artifacts")
-            return [entry for item in items if (entry := self._artifact(item)) is not None]
+            items = unique(await self._pages(f"{self._api}/artifacts"), lambda i: as_str(i.get("id")))
+            return [self._artifact(item) for item in items]
         match ref:
             case ("versions", artifact):
                 return await self._version_entries(artifact)
             case ("version", artifact, version):
-                return await self._unpacked(artifact, version)
+                root = await self._unpack(artifact, version)
+                return await trio.to_thread.run_sync(_local_tree, root, artifact, version)
         return []
 
     async def lookup(self, ref: Hashable, name: str) -> Entry | None:
@@ -66,7 +78,8 @@ class Vm0Provider(Provider):
         directory, so the alias never duplicates the version in ``ls`` or ``cp -r``."""
         if not (isinstance(ref, tuple) and ref[0] == "versions") or len(name) < MIN_PREFIX:
             return None
-        matches = [v for v in self._versions.get(ref[1], {}) if v.startswith(name)]
+        prefix = name.lower()
+        matches = [v for v in self._versions.get(ref[1], {}) if v.lower().startswith(prefix)]
         if len(matches) != 1:
             return None
         return Entry(name=name, kind=Kind.LINK, ref=None, key=("prefix", ref[1], name),
@@ -76,50 +89,53 @@ class Vm0Provider(Provider):
         """The archive's presigned URL, from the download endpoint's 302 (not followed here)."""
         _, artifact, version = ref  # type: ignore[misc]
         resp = await self.http.request(f"{self._artifact_url(artifact)}/download",
-                                       {"version_id": version})
+                                       {"versionId": version, "version_id": version})
         location = resp.headers.get("location")
         if resp.is_redirect and location:
             return self.http.source(urljoin(str(resp.url), location))
         return self.http.source(str(resp.url))
 
+    async def local_file(self, ref: Hashable) -> str:
+        _, artifact, version, relative = ref  # type: ignore[misc]
+        path = await self._unpack(artifact, version) / relative
+        if not await trio.to_thread.run_sync(path.is_file):
+            raise NotFound(f"{self.name}: {relative} is not in version {version}")
+        return str(path)
+
     def _artifact_url(self, artifact: str) -> str:
         return f"{self._api}/artifacts/{quote(artifact, safe='')}"
 
     async def _pages(self, url: str) -> list[dict[str, Any]]:
-        """Every item of a paged listing, following ``next_cursor`` (bounded: a cursor may loop)."""
-        items: list[dict[str, Any]] = []
-        params: dict[str, Any] = {"limit": PAGE_LIMIT}
-        for _ in range(MAX_PAGES):
-            body = await self.http.get_json(url, params)
-            data = body.get("data") if isinstance(body, dict) else None
-            if not isinstance(data, list):
-                log.warning("%s: %s: no data array in the answer", self.name, url_path(url))
-                raise RemoteError(f"{self.name}: {url_path(url)}: no data array")
-            items.extend(item for item in data if isinstance(item, dict))
-            page = body.get("pagination")
-            cursor = as_str(page.get("next_cursor")) if isinstance(page, dict) and page.get("has_more") else None
-            if cursor is None:
-                return items
-            params = {"limit": PAGE_LIMIT, "cursor": cursor}
-        log.warning("%s: %s: stopped after %d pages", self.name, url_path(url), MAX_PAGES)
-        return items
+        """Every item of a paged listing (``hasMore``/``nextCursor`` or their snake_case)."""
 
-    def _artifact(self, item: dict[str, Any]) -> Entry | None:
+        async def page(cursor: str | None) -> tuple[list[Any], str | None]:
+            params: dict[str, Any] = {"limit": PAGE_LIMIT, **({"cursor": cursor} if cursor else {})}
+            body = as_dict(await self.http.get_json(url, params))
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise RemoteError(f"{self.name}: {url}: the answer has no data array")
+            paging = as_dict(body.get("pagination"))
+            more = pick(paging, "hasMore", "has_more")
+            cursor = as_str(pick(paging, "nextCursor", "next_cursor"))
+            return [i for i in data if isinstance(i, dict)], (cursor if more is not False else None)
+
+        return await collect_pages(page, f"{self.name}: {url.removeprefix(self._api)}")
+
+    def _artifact(self, item: dict[str, Any]) -> Entry:
         """An artifact's directory with its ``versions/`` and ``current`` (refreshed with ``vm0/``)."""
-        artifact = as_str(item.get("id"))
-        if artifact is None:
-            return None
+        artifact = as_str(item.get("id")) or ""
         name = as_str(item.get("name")) or ""
         self._names[artifact] = name
-        updated = parse_time(item.get("updated_at"))
+        updated = parse_time(pick(item, "updatedAt", "updated_at")) or parse_time(pick(item, "createdAt", "created_at"))
         children = [Entry(name="versions", kind=Kind.DIR, ref=("versions", artifact),
                           key=("versions", artifact), mtime=updated)]
-        current = as_str(item.get("current_version_id"))
+        current = _current_version(item)
         if current:
             children.append(Entry(name="current", kind=Kind.LINK, ref=None, key=("current", artifact),
                                   target=f"versions/{clean(current)}", fingerprint=current, mtime=updated))
-        xattrs = {"id": artifact, **_texts(item, ("name", "size", "file_count", "current_version_id",
-                                                  "created_at", "updated_at"))}
+        xattrs = {"id": artifact, **texts(item, ARTIFACT_FIELDS)}
+        if current:
+            xattrs["current_version_id"] = current
         return Entry(name=name, kind=Kind.DIR, ref=None, key=("artifact", artifact), short_id=artifact,
                      mtime=updated, xattrs=xattrs, children=children)
 
@@ -129,97 +145,58 @@ class Vm0Provider(Provider):
         self._versions[artifact] = versions
         entries: list[Entry] = []
         for version, item in versions.items():
-            entries += [self._version_dir(artifact, version, item), self._archive(artifact, version, item)]
+            xattrs = {"id": artifact, "version_id": version,
+                      **texts({"name": self._names.get(artifact), **item}, {"name": ("name",), **VERSION_FIELDS})}
+            created = parse_time(pick(item, "createdAt", "created_at"))
+            entries.append(Entry(name=version, kind=Kind.DIR, ref=("version", artifact, version),
+                                 key=("version", artifact, version), mtime=created, short_id=version,
+                                 xattrs=xattrs, immutable=True))
+            entries.append(Entry(name=f"{version}.tar.gz", kind=Kind.FILE, ref=("archive", artifact, version),
+                                 key=("archive", artifact, version), mtime=created, fingerprint=version,
+                                 short_id=version, mime_type="application/gzip", xattrs=dict(xattrs),
+                                 immutable=True))
         return entries
 
-    def _version_xattrs(self, artifact: str, version: str, item: dict[str, Any]) -> dict[str, str]:
-        named = {"name": self._names.get(artifact), **item}
-        return {"id": artifact, "version_id": version, **_texts(named, ("name", *VERSION_FIELDS))}
-
-    def _version_dir(self, artifact: str, version: str, item: dict[str, Any]) -> Entry:
-        return Entry(name=version, kind=Kind.DIR, ref=("version", artifact, version),
-                     key=("version", artifact, version), mtime=parse_time(item.get("created_at")),
-                     short_id=version, xattrs=self._version_xattrs(artifact, version, item), immutable=True)
-
-    def _archive(self, artifact: str, version: str, item: dict[str, Any]) -> Entry:
-        """The archive as served; its size is learned when it is read (``size`` is the unpacked one)."""
-        return Entry(name=f"{version}.tar.gz", kind=Kind.FILE, ref=("archive", artifact, version),
-                     key=("archive", artifact, version), mtime=parse_time(item.get("created_at")),
-                     fingerprint=version, short_id=version, mime_type="application/gzip",
-                     xattrs=self._version_xattrs(artifact, version, item), immutable=True)
-
-    async def _unpacked(self, artifact: str, version: str) -> list[Entry]:
-        root = await self._unpack(artifact, version)
-        return await trio.to_thread.run_sync(_local_tree, root, artifact, version)
-
     async def _unpack(self, artifact: str, version: str) -> Path:
-        """The version's directory in the cache, unpacked now unless it already is.
-
-        An archive that cannot be unpacked (corrupt, a bomb) stays broken: versions are
-        immutable, so it is refused from memory rather than downloaded again.
-        """
-        key = hashlib.sha256(f"{artifact}\n{version}".encode()).hexdigest()[:32]
-        final = self.state_dir / "versions" / key
-        async with self._unpack_locks[final]:
-            if final in self._broken:
-                raise archive.ArchiveError(self._broken[final])
-            download = partial(self._download, ("archive", artifact, version))
+        """The version's directory in the cache, unpacked from the cached archive unless it
+        already is. An archive that cannot be unpacked (corrupt, a bomb) stays broken:
+        versions are immutable, so it is refused from memory rather than unpacked again."""
+        assert self.engine is not None
+        name = hashlib.sha256(f"{self.name}\n{artifact}\n{version}".encode()).hexdigest()[:32]
+        lock = self._unpack_locks.setdefault(name, trio.Lock())
+        async with lock:
+            if name in self._broken:
+                raise archive.ArchiveError(self._broken[name])
+            ref = ("archive", artifact, version)
             try:
-                return await trio.to_thread.run_sync(archive.unpack_once, final, download)
+                return await self.engine.unpacked(name, self, ref, ref, version)
             except archive.ArchiveError as exc:
-                log.error("%s: version %s of %s cannot be unpacked: %s", self.name, version, artifact, exc)
-                self._broken[final] = str(exc)
-                raise
-            except OSError as exc:
-                log.error("%s: version %s of %s: cannot write to the cache: %s",
-                          self.name, version, artifact, exc)
-                raise RemoteError(f"{self.name}: cache: {exc.strerror}") from None
-
-    def _download(self, ref: Hashable, out: BinaryIO) -> None:
-        """Stream the archive into ``out`` (in a worker thread), resolving again if storage refuses."""
-        for _ in range(MAX_RESOLVES):
-            source = trio.from_thread.run(self.resolve, ref)
-            try:
-                return _copy(self.http, source, out)
-            except SourceExpired as exc:
-                log.info("%s: %s; resolving again", self.name, exc)
-        raise RemoteError(f"{self.name}: storage refused the archive {MAX_RESOLVES} times")
-
-
-def _copy(http: HttpClient, source: Source, out: BinaryIO) -> None:
-    """Append the bytes of ``source`` from ``out``'s position to the end (blocking)."""
-    start = out.tell()
-    buf = memoryview(bytearray(COPY_BUFFER))
-    stream = http.open_bytes(source, start, None)
-    try:
-        skip = start - stream.first  # a server that ignores Range sends the file from 0
-        while skip > 0 and (n := stream.readinto(buf[:min(skip, len(buf))])):
-            skip -= n
-        while n := stream.readinto(buf):
-            out.write(buf[:n])
-    finally:
-        stream.close()
-    if stream.total is not None and out.tell() < stream.total:
-        raise RemoteError(f"{stream.where}: body ended at {out.tell()} of {stream.total} bytes")
+                self._broken[name] = f"{self.name}: version {version} of {artifact} cannot be unpacked: {exc}"
+                raise archive.ArchiveError(self._broken[name]) from None
 
 
 def _local_tree(root: Path, artifact: str, version: str) -> list[Entry]:
     """The unpacked files as entries read from disk (immutable, like the version)."""
     files: list[tuple[str, Entry]] = []
-    for folder, _, names in os.walk(root):
+    for folder_path, _, names in os.walk(root):
         for name in names:
-            path = Path(folder, name)
+            path = Path(folder_path, name)
             relative = path.relative_to(root).as_posix()
             stat = path.stat()
             files.append((relative, Entry(
-                name=name, kind=Kind.FILE, ref=("file", artifact, version, relative),
+                name=name, kind=Kind.FILE, ref=("member", artifact, version, relative),
                 key=("file", artifact, version, relative), size=stat.st_size, mtime=stat.st_mtime,
                 fingerprint=version, short_id=name, mime_type=mimetypes.guess_type(name)[0],
                 xattrs={"id": artifact, "version_id": version, "path": relative},
-                immutable=True, local_path=str(path))))
+                immutable=True, local=True)))
     return build_tree(files, ("version", artifact, version))
 
 
-def _texts(item: dict[str, Any], fields: tuple[str, ...]) -> dict[str, str]:
-    """The given JSON fields that have a value, as xattr text."""
-    return {name: text for name in fields if (text := as_str(item.get(name)))}
+SPEC = ProviderSpec(
+    type="vm0",
+    provider=Vm0Provider,
+    default_base_url="https://api.vm0.ai",
+    api_prefix="/v1",
+    probe=Probe("/artifacts", {"limit": 1}),
+    demo=lambda info: {},
+)

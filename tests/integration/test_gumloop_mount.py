@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import pytest
+
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.emulator.server import Reply, Request, xml_reply
 from tests.conftest import Mount, MountFactory, run, token_environ
@@ -196,10 +198,10 @@ def test_url_expiring_mid_read_is_resolved_again(mount: MountFactory, emulator: 
     short, long = PatternBlob(64 << 20, seed=11), PatternBlob(48 << 20, seed=12)
     emulator.put_gumloop_artifact(AGENT, "short.bin", short)
     emulator.put_gumloop_artifact(AGENT, "long.bin", long)
+    emulator.set_url_ttl(1)  # signed URLs live 1 s (the listed ones too); the read takes several
     m = mount(("gumloop",))
     latest = agent_dir(m) / "latest"
     assert (latest / "short.bin").stat().st_size == short.size
-    emulator.set_url_ttl(1)  # signed URLs live 1 s; the read takes several
     emulator.clear_requests()
     assert read_slowly(latest / "short.bin", 1.2) == short.sha256()
     assert len(downloads(emulator)) > 1
@@ -218,7 +220,7 @@ def test_url_expiring_mid_read_is_resolved_again(mount: MountFactory, emulator: 
 
     emulator.origins["storage"].faults = refuse_once
     assert sha((latest / "long.bin").read_bytes()) == long.sha256()
-    assert refused and len(downloads(emulator)) == 2
+    assert refused and len(downloads(emulator)) == 2  # the first URL, then one after the refusal
 
 
 def test_token_and_user_id_never_reach_storage(mount: MountFactory, emulator: Emulator) -> None:
@@ -264,7 +266,24 @@ def test_unknown_agent_is_enoent_bad_token_is_eacces_other_agents_open(
     env = token_environ(emulator)
     env["TEST_GUMLOOP_TOKEN"] = "wrong-token"
     bad = mount(("gumloop",), env=env)
-    bad.expected_log.append("AccessDenied")
+    bad.expect_log(r"WARNING artifactfs.core: (lookup|opendir): gumloop: GET /gumloop/api/v1/agents/abc123DEFghiJKL/artifacts: HTTP 401")
     result = run("ls", agent_dir(bad), check=False)
     assert result.returncode != 0 and "Permission denied" in result.stderr
     assert "wrong-token" not in bad.log_text()
+
+
+@pytest.mark.parametrize("kind", ["oauth", "team"])
+def test_oauth_and_team_tokens_need_no_user_id(mount: MountFactory, emulator: Emulator, kind: str) -> None:
+    """OAuth access tokens go without x-auth-key; team keys add team_id to every API request."""
+    info = emulator.ready_info()
+    env = token_environ(emulator)
+    env["TEST_GUMLOOP_TOKEN"] = info[f"gumloop_{kind}_token"]
+    env.pop("TEST_GUMLOOP_USER_ID")
+    extra = f'team_id = "{info["gumloop_team_id"]}"\n' if kind == "team" else ""
+    m = mount(("gumloop",), env=env, provider_extra={"gumloop": extra}, secrets=False)
+    report = agent_dir(m) / "latest" / "q4_sales_report.pdf"
+    assert report.read_bytes() == emulator.gumloop_version("art_aBcDeF123").read_all()
+    api = emulator.requests(origin="api", path_contains="/gumloop/")
+    assert api and all("x-auth-key" not in r["headers"] for r in api)
+    assert all(("team_id=team_demo" in r["query"]) == (kind == "team") for r in api)
+    assert all("team_id" not in r["query"] for r in emulator.requests(origin="storage"))

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from artifactfs.emulator import Emulator
+from artifactfs.emulator.server import Reply, Request, json_reply
 from tests.conftest import MountFactory, run, token_environ
 
 TASK = "task_123"
@@ -30,10 +31,42 @@ def origin_bytes(emu: Emulator, path: str, task: str = TASK) -> bytes:
     return emu.sigmic_file(task, path).read_all()
 
 
+def api_tasks(emu: Emulator) -> list[str]:
+    """Every task id the task list gives, all pages, as a client following the docs sees them."""
+    ids: list[str] = []
+    while True:
+        resp = httpx.get(f"{emu.base_urls()['sigmic']}/api/v1/tasks", params={"limit": 100, "offset": len(ids)},
+                         headers={"Authorization": f"Bearer {emu.tokens['sigmic']}"})
+        resp.raise_for_status()
+        body = resp.json()
+        ids += [task["id"] for task in body["data"]]
+        if not body["pagination"]["hasMore"]:
+            return ids
+
+
 def test_top_level_lists_every_configured_provider(mount: MountFactory) -> None:
     m = mount(("sigmic", "gumloop", "vm0", "plangrep"))
     assert sorted(os.listdir(m.path)) == ["gumloop", "plangrep", "sigmic", "vm0"]
-    assert os.listdir(m.path / "sigmic") == [TASK]
+
+
+def test_every_task_of_every_page_is_listed_without_ids(mount: MountFactory, emulator: Emulator) -> None:
+    for n in range(230):
+        emulator.put_sigmic_file(f"bulk-{n:03d}", "out.txt", f"{n}\n")
+    m = mount(ids={"sigmic": ["task_configured_only"]})
+    listed = os.listdir(m.path / "sigmic")
+    expected = api_tasks(emulator)
+    assert len(expected) > 200 and sorted(listed) == sorted([*expected, "task_configured_only"])
+    assert (m.path / "sigmic" / "bulk-229" / "out.txt").read_bytes() == b"229\n"
+    assert run("getfattr", "-n", "user.artifactfs.status", "--only-values", m.path / "sigmic" / TASK).stdout
+
+
+def refuse_task_list(emu: Emulator) -> None:
+    """A key that may not list tasks (the list answers 403); each task still opens by id."""
+    def hook(req: Request) -> Reply | None:
+        if req.path.endswith("/api/v1/tasks"):
+            return json_reply(403, {"success": False, "error": {"code": "FORBIDDEN", "message": "no"}})
+        return None
+    emu.origins["api"].faults = hook
 
 
 def test_ls_shows_sizes_and_mtimes_of_the_listing(mount: MountFactory, emulator: Emulator) -> None:
@@ -143,11 +176,13 @@ def test_changed_file_is_served_anew_after_the_ttl(mount: MountFactory, emulator
     assert run("cat", target).stdout.encode() == new
 
 
-def test_unconfigured_task_opens_on_lookup_and_stays(mount: MountFactory) -> None:
-    m = mount()
-    assert "task_456" not in os.listdir(m.path / "sigmic")
+def test_unconfigured_task_opens_on_lookup_and_stays(mount: MountFactory, emulator: Emulator) -> None:
+    refuse_task_list(emulator)
+    m = mount(ids={"sigmic": [TASK]})
+    m.expect_log(r"sigmic: cannot list tasks .*showing configured and opened tasks only")
+    assert os.listdir(m.path / "sigmic") == [TASK]
     assert "downloads" in os.listdir(m.path / "sigmic" / "task_456")
-    assert "task_456" in os.listdir(m.path / "sigmic")
+    assert sorted(os.listdir(m.path / "sigmic")) == [TASK, "task_456"]
 
 
 def test_unknown_task_is_enoent_and_bad_token_is_eacces(mount: MountFactory, emulator: Emulator) -> None:
@@ -157,7 +192,7 @@ def test_unknown_task_is_enoent_and_bad_token_is_eacces(mount: MountFactory, emu
     env = token_environ(emulator)
     env["TEST_SIGMIC_TOKEN"] = "wrong-token"
     bad = mount(env=env)
-    bad.expected_log.append("AccessDenied")
+    bad.expect_log(r"WARNING artifactfs.core: lookup: sigmic: GET /sigmic/api/v1/tasks: HTTP 401")
     result = run("ls", bad.path / "sigmic" / TASK, check=False)
     assert result.returncode != 0 and "Permission denied" in result.stderr
     assert "wrong-token" not in bad.log_text()

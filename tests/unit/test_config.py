@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from artifactfs.config import (DEFAULT_BASE_URLS, Config, ConfigError, Overrides, default_config_path,
+from artifactfs.config import (Config, ConfigError, Overrides, default_config_path,
                                load_config, load_config_by_provider, parse_size)
+from artifactfs.providers import SPECS
 
 SECRET = "tok-SECRET-7f3a9c"
 USER = "user-SECRET-b41d"
@@ -95,17 +96,17 @@ def test_full_config_with_all_four_types_and_two_gumloop_instances(home: Path) -
 
     gumloop = config.provider("gumloop")
     assert gumloop.base_url == "http://127.0.0.1:8080/api/v1"
-    assert (gumloop.token, gumloop.user_id) == (SECRET, USER)
+    assert (gumloop.token, gumloop.secrets["user_id"]) == (SECRET, USER)
     assert gumloop.ids == ("abc123DEFghiJKL", "second")
     assert gumloop.listing_ttl == 30.0
 
     work = config.provider("gumloop-work")
-    assert (work.token, work.user_id) == (SECRET, "inline-user")
-    assert work.base_url == DEFAULT_BASE_URLS["gumloop"]
+    assert (work.token, work.secrets["user_id"]) == (SECRET, "inline-user")
+    assert work.base_url == SPECS["gumloop"].default_base_url
     assert work.listing_ttl == 45.0 and work.ids == ()
 
     assert config.provider("vm0").ids == ()
-    assert config.provider("vm0").user_id is None
+    assert config.provider("vm0").secrets == {}
     assert config.provider("sigmic").ids == ("task_123",)
     assert config.provider("sigmic").token == SECRET, "token_env defaults to <TYPE>_API_KEY"
     assert config.provider("plangrep").ids == ("job_01abc123",)
@@ -184,7 +185,7 @@ ERRORS = [
     ('[providers.plangrep]\njobs = [1]\n', None, "providers.plangrep.jobs", "list of ids", "jobs = ["),
     ("[providers.vm0]\nlisting_ttl = -5\n", None, "providers.vm0.listing_ttl", "seconds", "listing_ttl = 60"),
     ('[providers.vm0]\ntokenenv = "X"\n', None, "providers.vm0.tokenenv", "unknown key", "token_env"),
-    ('[providers.work]\ntype = "dropbox"\n', None, "providers.work.type", "must be one of gumloop, vm0",
+    ('[providers.work]\ntype = "dropbox"\n', None, "providers.work.type", "must be one of gumloop, plangrep, sigmic, vm0",
      'type = "gumloop"'),
     ("[providers.work]\n", None, "providers.work", "has no type", 'add type = "..."'),
     ('[providers.vm0]\nagents = ["a"]\n', None, "providers.vm0.agents", "only for gumloop providers",
@@ -220,8 +221,14 @@ ERRORS = [
      "token_env GUMLOOP_API_KEY is not set", "export it or use token_file"),
     ('[providers.vm0]\ntoken_env = "MY_VAR"\n', {"MY_VAR": "  "}, "providers.vm0",
      "token_env MY_VAR is not set", "export it or use token_file"),
-    ("[providers.gumloop]\n", {"GUMLOOP_API_KEY": SECRET}, "providers.gumloop",
-     "user_id_env GUMLOOP_USER_ID is not set", "export it or use user_id_file"),
+    ('[providers.gumloop]\nuser_id_env = "MY_USER"\n', {"GUMLOOP_API_KEY": SECRET}, "providers.gumloop",
+     "user_id_env MY_USER is not set", "export it or use user_id_file"),
+    ('[providers.gumloop]\nteam_id = 5\n', {"GUMLOOP_API_KEY": SECRET}, "providers.gumloop.team_id",
+     "must be a non-empty string", "team_id = "),
+    ('[providers.vm0]\nteam_id = "t"\n', None, "providers.vm0.team_id", "only for gumloop", "remove team_id"),
+    ('[providers.vm0]\ntoken_file = "~nosuchuser-x/t"\n', None, "providers.vm0", "cannot expand",
+     "write the path out"),
+    ('[cache]\ndir = "~nosuchuser-x/c"\n[providers.vm0]\n', None, "cache.dir", "cannot expand", "write the path out"),
     ('[providers.vm0]\ntoken_file = "nope.token"\n', None, "providers.vm0", "token_file nope.token does not exist",
      "create it with mode 600, or use token_env"),
     ('[providers.vm0]\ntoken_file = "."\n', None, "providers.vm0", "token_file . cannot be read",
@@ -276,7 +283,21 @@ def test_inline_token_needs_a_private_config_file() -> None:
 
 def test_inline_user_id_is_accepted_in_a_readable_file() -> None:
     config = load('[providers.gumloop]\nuser_id = "u1"\n', mode=0o644)
-    assert config.provider("gumloop").user_id == "u1"
+    assert config.provider("gumloop").secrets["user_id"] == "u1"
+
+
+def test_gumloop_user_id_is_optional_and_team_id_is_kept() -> None:
+    """OAuth tokens need no user id; team keys name their team."""
+    config = load_config(write('[providers.gumloop]\nteam_id = "team_9"\n'), environ={"GUMLOOP_API_KEY": SECRET})
+    gumloop = config.provider("gumloop")
+    assert gumloop.secrets == {"user_id": None} and gumloop.options == {"team_id": "team_9"}
+
+
+def test_xattrs_switch_in_the_file_and_as_a_flag() -> None:
+    assert load("[providers.vm0]\n").xattrs is True
+    assert load("[mount]\nxattrs = false\n[providers.vm0]\n").xattrs is False
+    path = write("[providers.vm0]\n")
+    assert load_config(path, Overrides(xattrs=False), environ=ENV).xattrs is False
 
 
 def test_flags_override_the_file(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ class ScriptedHttp(HttpClient):
 
 def provider(answer: Answer, tmp_path: Path) -> tuple[GumloopProvider, ScriptedHttp]:
     http = ScriptedHttp(answer)
-    config = ProviderConfig("gumloop", "gumloop", API, "t", "u", ("agent",))
+    config = ProviderConfig("gumloop", "gumloop", API, "t", ("agent",), secrets={"user_id": "u"})
     return GumloopProvider(config, http, tmp_path), http
 
 
@@ -43,6 +43,12 @@ def item(artifact: str, version: str, filename: str | None = "f.txt", **extra: A
 
 def listing(*items: Any, cursor: Any = None) -> Answer:
     return lambda path, params: {"artifacts": list(items), "next_cursor": cursor}
+
+
+def kids(entry: Entry) -> list[Entry]:
+    """An entry's children, built if they are built on first use."""
+    children = entry.children
+    return children() if callable(children) else children or []
 
 
 def child(entries: list[Entry], name: str) -> Entry:
@@ -58,11 +64,11 @@ async def test_hostile_json_gives_a_working_tree(tmp_path: Path) -> None:
         gumloop, _ = provider(lambda path, params, body=body: body, tmp_path)
         tree = await gumloop.list_dir(("agent", "agent"))
         assert [e.name for e in tree] == ["latest", "sessions", "artifacts", "search"]
-    latest = child(tree, "latest").children or []
+    latest = kids(child(tree, "latest"))
     assert sorted((e.short_id, e.name, e.size) for e in latest) == [("5", "7", None), ("art_1", "f.txt", 12)]
     assert child(latest, "7").xattrs == {"id": "5", "agent_id": "agent", "created_at": "12"}
     assert child(latest, "7").mtime is None
-    assert [a.short_id for a in child(tree, "artifacts").children or []] == ["5", "art_1"]
+    assert [a.short_id for a in kids(child(tree, "artifacts"))] == ["5", "art_1"]
 
 
 async def test_paging_is_bounded_by_a_repeated_cursor(tmp_path: Path) -> None:
@@ -79,16 +85,16 @@ async def test_versions_seen_are_remembered_and_current_links_a_safe_name(tmp_pa
     await gumloop.list_dir(("agent", "agent"))
     answers.pop(0)
     tree = await gumloop.list_dir(("agent", "agent"))
-    artifact = child(child(tree, "artifacts").children or [], "art_1")
-    versions = child(artifact.children or [], "versions").children or []
+    artifact = child(kids(child(tree, "artifacts")), "art_1")
+    versions = kids(child(artifact.children or [], "versions"))
     assert sorted(v.name for v in versions) == ["..", "ver_2"]  # the namespace cleans ".." itself
-    assert all(v.immutable and (v.children or [])[0].immutable for v in versions)
-    assert child(artifact.children or [], "current").target == "versions/ver_2"
-    files = {(v.children or [])[0].fingerprint for v in versions}
+    assert all(v.immutable and kids(v)[0].immutable for v in versions)
+    assert child(kids(artifact), "current").target == "versions/ver_2"
+    files = {kids(v)[0].fingerprint for v in versions}
     assert len(files) == 2, "each version has its own fingerprint"
     answers[0] = listing(item("art_1", "..", created_at="2026-05-17T00:00:00Z"))
     tree = await gumloop.list_dir(("agent", "agent"))
-    link = child(child(child(tree, "artifacts").children or [], "art_1").children or [], "current")
+    link = child(child(kids(child(tree, "artifacts")), "art_1").children or [], "current")
     assert link.kind is Kind.LINK and link.target == "versions/unnamed"
 
 
@@ -98,11 +104,11 @@ async def test_latest_sessions_versions_and_search_share_key_and_fingerprint(tmp
     found = await gumloop.lookup(("search", "agent"), "f")
     assert found is not None and found.ref == ("search", "agent", "f")
     assert http.calls[-1][1]["search_query"] == "f"
-    artifact = child(child(tree, "artifacts").children or [], "art_1")
-    places = [(child(tree, "latest").children or [])[0],
-              ((child(tree, "sessions").children or [])[0].children or [])[0],
-              ((child(artifact.children or [], "versions").children or [])[0].children or [])[0],
-              (found.children or [])[0]]
+    artifact = child(kids(child(tree, "artifacts")), "art_1")
+    places = [kids(child(tree, "latest"))[0],
+              (kids(child(tree, "sessions"))[0].children or [])[0],
+              (kids(child(kids(artifact), "versions"))[0].children or [])[0],
+              kids(found)[0]]
     assert len({(e.key, e.fingerprint, e.ref) for e in places}) == 1
 
 
