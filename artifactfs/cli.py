@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     mount.add_argument("--listing-ttl", type=_seconds, metavar="SECONDS", help="seconds a listing is trusted")
     mount.add_argument("--cache-dir", type=Path, metavar="DIR")
     mount.add_argument("--cache-size", metavar="SIZE", help="e.g. 10GiB")
+    mount.add_argument("--no-xattrs", dest="xattrs", action="store_false", default=None,
+                       help="answer no extended attributes (faster ls -l)")
     _add_logging(mount)
 
     unmount = commands.add_parser("unmount", help="unmount (also a stale mount)")
@@ -144,7 +146,7 @@ def _cache(args: argparse.Namespace) -> int:
         return 0
     stats = blockcache.read_stats(directory)
     print(f"cache:     {directory}\nbytes:     {human_size(stats.bytes)} ({stats.bytes} B)\n"
-          f"files:     {stats.files}\nchunks:    {stats.chunks}\n"
+          f"files:     {stats.files}\nblocks:    {stats.blocks}\nunpacked:  {stats.trees} archives\n"
           f"hit ratio: {stats.hit_ratio:.1%} ({stats.hits} hits, {stats.misses} misses)")
     return 0
 
@@ -153,7 +155,7 @@ def _mount(args: argparse.Namespace, argv: list[str]) -> int:
     from .mount import check_mountpoint, notify_ready_fd, run_foreground, start_background
 
     overrides = Overrides(listing_ttl=args.listing_ttl, allow_other=args.allow_other,
-                          cache_dir=args.cache_dir, cache_max_size=args.cache_size)
+                          cache_dir=args.cache_dir, cache_max_size=args.cache_size, xattrs=args.xattrs)
     config = load_config(args.config, overrides, require_file=args.config is not None)
     if not config.providers:
         where = config.path or args.config or "~/.config/artifactfs/config.toml"

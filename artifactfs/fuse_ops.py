@@ -1,7 +1,10 @@
-"""pyfuse3.Operations: translate kernel requests to namespace/reader calls, nothing more.
+"""pyfuse3.Operations: convert kernel requests to core calls and core answers to pyfuse3 types.
 
-Every handler is wrapped so that an unexpected exception logs once and becomes EIO
-(pyfuse3 only understands FUSEError); every write-type request answers EROFS.
+Nothing else happens here: no provider, HTTP or cache object is reached from this module.
+Every handler turns an ``FsError`` into its errno and anything unexpected into EIO (pyfuse3
+only understands FUSEError; the core already logged why). Every write-type request answers
+EROFS. With ``xattrs = false`` getxattr/listxattr answer ENOSYS, so the kernel stops asking
+(``ls -l`` then makes no per-file round trip).
 """
 
 from __future__ import annotations
@@ -11,26 +14,24 @@ import functools
 import logging
 import os
 import stat
-import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pyfuse3
 import trio
 
+from .core import Attributes, Core
 from .errors import FsError
 from .model import Kind
-from .namespace import Namespace, Node
-from .reader import ContentId, LocalFile, OpenFile, Reader
 
 log = logging.getLogger("artifactfs.fuse")
 
 T = TypeVar("T")
 BLOCK_SIZE = 512
-XATTR_PREFIX = "user.artifactfs."
+IO_BLOCK = 1 << 20
 
 
 def translated(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """FsError → its errno; anything else → EIO with one log line (never a hung request)."""
+    """FsError → its errno; anything else → EIO (never a hung request)."""
 
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -39,8 +40,6 @@ def translated(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
         except pyfuse3.FUSEError:
             raise
         except FsError as exc:
-            if exc.errno not in (errno.ENOENT, errno.ENODATA):
-                log.info("%s: %s", handler.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno) from None
         except Exception:
             log.exception("%s failed unexpectedly", handler.__name__)
@@ -55,168 +54,114 @@ async def read_only(*_: Any, **__: Any) -> None:
 
 
 class ArtifactOperations(pyfuse3.Operations):
-    """The kernel's view of the namespace. ``enable_writeback_cache`` stays off."""
+    """The kernel's view of the core. ``enable_writeback_cache`` stays off."""
 
     supports_dot_lookup = True
     enable_acl = False
 
-    reader: Reader  # set once the trio nursery its fetches run in exists
-
-    def __init__(self, namespace: Namespace, *, allow_other: bool) -> None:
+    def __init__(self, core: Core, *, allow_other: bool, xattrs: bool) -> None:
         super().__init__()
-        self.ns = namespace
+        self.core = core
         self._file_mode = 0o444 if allow_other else 0o400
         self._dir_mode = 0o555 if allow_other else 0o500
         self._uid, self._gid = os.getuid(), os.getgid()
-        self._started = time.time()
-        self._handles: dict[int, OpenFile] = {}
-        self._dirs: dict[int, list[Node]] = {}
-        self._next_fh = 1
+        self._xattrs = xattrs
 
-    def attributes(self, node: Node) -> pyfuse3.EntryAttributes:
-        entry = node.entry
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = node.inode
-        attr.generation = 0
-        ttl = self.ns.ttl(node)
-        attr.entry_timeout = attr.attr_timeout = ttl
-        if entry.kind is Kind.DIR:
-            attr.st_mode = stat.S_IFDIR | self._dir_mode
-            attr.st_nlink = 2
-            attr.st_size = 0
-        elif entry.kind is Kind.LINK:
-            attr.st_mode = stat.S_IFLNK | 0o777
-            attr.st_nlink = 1
-            attr.st_size = len((entry.target or "").encode())
+    def entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = attrs.inode
+        entry.generation = 0
+        entry.entry_timeout = entry.attr_timeout = attrs.ttl
+        if attrs.kind is Kind.DIR:
+            entry.st_mode = stat.S_IFDIR | self._dir_mode
+            entry.st_nlink = 2
+        elif attrs.kind is Kind.LINK:
+            entry.st_mode = stat.S_IFLNK | 0o777
+            entry.st_nlink = 1
         else:
-            attr.st_mode = stat.S_IFREG | self._file_mode
-            attr.st_nlink = 1
-            attr.st_size = entry.size or 0
-        attr.st_blksize = 1 << 20
-        attr.st_blocks = (attr.st_size + BLOCK_SIZE - 1) // BLOCK_SIZE
-        mtime_ns = int((entry.mtime or self._started) * 1e9)
-        attr.st_mtime_ns = attr.st_ctime_ns = attr.st_atime_ns = mtime_ns
-        attr.st_uid, attr.st_gid = self._uid, self._gid
-        return attr
+            entry.st_mode = stat.S_IFREG | self._file_mode
+            entry.st_nlink = 1
+        entry.st_size = attrs.size
+        entry.st_blksize = IO_BLOCK
+        entry.st_blocks = (attrs.size + BLOCK_SIZE - 1) // BLOCK_SIZE
+        entry.st_mtime_ns = entry.st_ctime_ns = entry.st_atime_ns = int(attrs.mtime * 1e9)
+        entry.st_uid, entry.st_gid = self._uid, self._gid
+        return entry
 
     @translated
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        text = os.fsdecode(name)
-        if text in (".", ".."):
-            parent = self.ns.node(parent_inode)
-            node = parent if text == "." else (parent.parent or parent)
-            self.ns.remember(node)
-        else:
-            node = await self.ns.lookup(parent_inode, text)
-        return self.attributes(node)
+        return self.entry(await self.core.lookup(parent_inode, os.fsdecode(name)))
 
     @translated
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return self.attributes(await self.ns.refresh_attributes(inode))
+        return self.entry(await self.core.getattr(inode))
 
     def forget(self, inode_list: Any) -> None:
         for inode, count in inode_list:
-            self.ns.forget(inode, count)
+            self.core.forget(inode, count)
 
     @translated
     async def readlink(self, inode: int, ctx: Any) -> bytes:
-        node = self.ns.node(inode)
-        if node.entry.kind is not Kind.LINK:
-            raise pyfuse3.FUSEError(errno.EINVAL)
-        return os.fsencode(node.entry.target or "")
+        return os.fsencode(await self.core.readlink(inode))
 
     @translated
     async def opendir(self, inode: int, ctx: Any) -> int:
-        children = await self.ns.listing(inode)
-        fh = self._new_fh()
-        self._dirs[fh] = children
-        return fh
+        return await self.core.opendir(inode)
 
     @translated
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        """Offsets index the snapshot taken at opendir: stable while the listing refreshes."""
-        children = self._dirs.get(fh, [])
-        for position in range(start_id, len(children)):
-            node = children[position]
-            if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self.attributes(node),
-                                         position + 1):
+        for offset, item in enumerate(self.core.readdir(fh, start_id), start_id + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(item.name), self.entry(item.attributes), offset):
                 return
-            self.ns.remember(node)
+            self.core.remember(item.attributes.inode)
 
     async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
+        self.core.releasedir(fh)
 
     @translated
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
-            raise pyfuse3.FUSEError(errno.EROFS)
-        node = self.ns.node(inode)
-        if node.entry.kind is not Kind.FILE or node.provider is None:
-            raise pyfuse3.FUSEError(errno.EISDIR if node.is_dir else errno.EINVAL)
-        entry, provider = node.entry, node.provider
-        handle: OpenFile
-        if entry.local_path is not None:
-            handle = LocalFile(entry.local_path)
-        else:
-            cid = ContentId(provider.name, entry.key, entry.fingerprint)
-            handle = self.reader.open(cid, entry.size, provider.http,
-                                      lambda: provider.resolve(entry.ref),
-                                      lambda size: self.ns.learned_size(node, size))
-        fh = self._new_fh()
-        self._handles[fh] = handle
-        info = pyfuse3.FileInfo(fh=fh)
-        info.keep_cache = node.page_cache_fingerprint == entry.fingerprint and entry.size is not None
-        info.direct_io = entry.size is None
-        node.page_cache_fingerprint = entry.fingerprint
+        opened = await self.core.open(inode, flags)
+        info = pyfuse3.FileInfo(fh=opened.fh)
+        info.keep_cache = opened.keep_cache
+        info.direct_io = opened.direct_io
         return info
 
     @translated
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self._handles[fh].read(off, size)
+    async def read(self, fh: int, off: int, size: int) -> Any:
+        return await self.core.read(fh, off, size)
 
     async def release(self, fh: int) -> None:
-        handle = self._handles.pop(fh, None)
-        if handle is not None:
-            handle.close()
+        self.core.release(fh)
 
     @translated
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
-        """Only ``user.*`` names exist; ``ls -l`` asks for ACL and SELinux names of every
-        file, so those are answered before any work."""
+        """Only ``user.*`` names exist; ``ls -l`` asks for ACL and SELinux names of every file,
+        so those are answered before any work."""
+        if not self._xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         if not name.startswith(b"user."):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        value = self._xattrs(self.ns.node(inode)).get(os.fsdecode(name))
+        value = self.core.xattrs(inode).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-        return value.encode()
+        return value.encode("utf-8", "surrogateescape")
 
     @translated
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
-        return [name.encode() for name in self._xattrs(self.ns.node(inode))]
-
-    def _xattrs(self, node: Node) -> dict[str, str]:
-        """``user.mime_type`` and ``user.artifactfs.*``: what the provider said, never a secret."""
-        if node.provider is None:
-            return {}
-        values = {XATTR_PREFIX + "provider": node.provider.name}
-        if node.entry.mime_type:
-            values["user.mime_type"] = node.entry.mime_type
-        values.update((XATTR_PREFIX + key, value) for key, value in node.entry.xattrs.items())
-        return values
+        if not self._xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        return [name.encode() for name in self.core.xattrs(inode)]
 
     @translated
     async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        numbers = self.core.statfs()
         data = pyfuse3.StatvfsData()
-        data.f_bsize = data.f_frsize = BLOCK_SIZE
+        data.f_bsize = data.f_frsize = numbers["bsize"]
         data.f_blocks = data.f_bfree = data.f_bavail = 0
-        data.f_files = len(self.ns.nodes)
+        data.f_files = numbers["files"]
         data.f_ffree = data.f_favail = 0
-        data.f_namemax = 255
+        data.f_namemax = numbers["namemax"]
         return data
-
-    def _new_fh(self) -> int:
-        self._next_fh += 1
-        return self._next_fh
 
     setattr = read_only  # type: ignore[assignment]
     setxattr = read_only  # type: ignore[assignment]
@@ -233,17 +178,20 @@ class ArtifactOperations(pyfuse3.Operations):
 
 
 class KernelInvalidator:
-    """Tells the kernel to drop cached pages/attributes and names, off the request path.
+    """Tells the kernel to drop cached attributes and names, off the request path.
 
-    Calls go through a thread, as pyfuse3 warns that notifying from inside a handler
-    can deadlock; failures (ENOENT for an inode the kernel already forgot) are harmless.
+    Only attributes, never pages: dropping pages waits for the page locks of reads in flight,
+    which can wedge the mount. A changed file's pages go when it is next opened (the core
+    answers ``keep_cache`` only while its fingerprint is unchanged). Calls go through a thread,
+    as pyfuse3 warns that notifying from inside a handler can deadlock; failures (ENOENT for an
+    inode the kernel already forgot) are harmless.
     """
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self.nursery = nursery
 
     def inode(self, inode: int) -> None:
-        self.nursery.start_soon(self._run, pyfuse3.invalidate_inode, inode)
+        self.nursery.start_soon(self._run, functools.partial(pyfuse3.invalidate_inode, attr_only=True), inode)
 
     def entry(self, parent_inode: int, name: str) -> None:
         pyfuse3.invalidate_entry_async(parent_inode, os.fsencode(name), ignore_enoent=True)

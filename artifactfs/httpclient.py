@@ -1,38 +1,46 @@
-"""The one HTTP layer: provider API calls (httpx) and bulk byte ranges (urllib3 in threads).
+"""The one HTTP layer: provider API calls (httpx) and byte ranges (urllib3 in worker threads).
 
 Why two clients: httpx is trio-native and right for small JSON, but streams bytes at about a
-tenth of what loopback allows; urllib3's ``readinto`` reaches machine speed (see DESIGN.md).
-Both share the same timeouts, retry policy, errno mapping and token scoping, which live here
-and nowhere else. The token is attached only to URLs on the provider's ``base_url`` origin.
+tenth of what loopback allows; urllib3's ``readinto`` reaches machine speed (DESIGN.md).
+This module is the one owner of retries, backoff, deadlines, errno mapping and token scoping:
+nothing above it retries. Log levels rise with the attempts (INFO, then WARNING); giving up
+raises an ``FsError`` whose message says why, and the layer that answers the reader logs it
+once. The token (and any auth query parameter) goes only to the ``base_url`` origin.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import trio
-import urllib3
 
-from .errors import FsError, NotFound, RemoteError, SourceExpired, error_for_status
+from .errors import FsError, RemoteError, error_for_status
 from .model import Source
+from .transport import ByteResponse, ByteTransport, TransportError, api_client, default_transport
 
 log = logging.getLogger("artifactfs.http")
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0  # per attempt; [mount] timeout
 MAX_ATTEMPTS = 4
+MAX_RESOLVES = 3
+MAX_REDIRECTS = 5
 BACKOFF_BASE = 0.2
 BACKOFF_CAP = 5.0
 RETRY_AFTER_CAP = 30.0
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REFUSED_BY_STORAGE = frozenset({400, 401, 403, 410})
+FETCH_THREADS = 16
 
 Classifier = Callable[[int, Any], "type[FsError] | None"]
+"""``classify(status, json_body)``: a provider's own error bodies (a 200 with ``success: false``)."""
 
 
 def deadline_for(timeout: float) -> float:
@@ -43,8 +51,11 @@ def deadline_for(timeout: float) -> float:
 def origin_of(url: str) -> tuple[str, str, int]:
     """Scheme, host and port: two URLs may share a token only when these are equal."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port or (443 if parts.scheme == "https" else 80)
 
 
 def url_path(url: str) -> str:
@@ -53,7 +64,8 @@ def url_path(url: str) -> str:
 
 
 def retry_delay(attempt: int, retry_after: str | None) -> float:
-    """Exponential backoff with full jitter, or the server's Retry-After when it gives one."""
+    """Exponential backoff with full jitter, or the server's Retry-After (seconds or an HTTP
+    date, capped) when it gives a usable one."""
     if retry_after:
         seconds: float | None
         try:
@@ -61,31 +73,74 @@ def retry_delay(attempt: int, retry_after: str | None) -> float:
         except ValueError:
             try:
                 seconds = parsedate_to_datetime(retry_after).timestamp() - time.time()
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, IndexError, OverflowError):
                 seconds = None
-        if seconds is not None:
+        if seconds is not None and math.isfinite(seconds):
             return min(max(seconds, 0.0), RETRY_AFTER_CAP)
     return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt))
 
 
-class HttpClient:
-    """One per provider: knows its base URL, its auth headers and whom they may go to."""
+def _log_attempt(where: str, reason: str, attempt: int) -> None:
+    """One line per failed attempt; louder as they add up."""
+    level = logging.WARNING if attempt >= 2 else logging.INFO
+    log.log(level, "%s: %s (attempt %d/%d, retrying)", where, reason, attempt, MAX_ATTEMPTS)
 
-    def __init__(self, provider: str, base_url: str, auth_headers: Mapping[str, str], *,
-                 timeout: float = READ_TIMEOUT, pool: urllib3.PoolManager | None = None) -> None:
+
+class Sink(Protocol):
+    """Where ``HttpClient.fetch`` puts bytes (its methods run in a worker thread)."""
+
+    def begin(self, first: int, total: int | None, ranged: bool) -> None:
+        """The body starts at byte ``first`` of the file; ``ranged`` is False when the server
+        ignored Range and sends the whole file; ``total`` is the file's size if given."""
+
+    def window(self, pos: int) -> memoryview | None:
+        """A writable buffer for the bytes at ``pos``, or None to stop reading."""
+
+    def wrote(self, pos: int, n: int) -> None:
+        """``n`` bytes were written at ``pos`` into the last window."""
+
+    def eof(self, pos: int) -> None:
+        """The file ends at ``pos`` (a whole body read to its clean end, or a 416)."""
+
+
+class _Retry(Exception):
+    """This attempt failed but another may work; ``pos`` is where to resume."""
+
+    def __init__(self, reason: str, pos: int, retry_after: str | None = None) -> None:
+        super().__init__(reason)
+        self.pos, self.retry_after = pos, retry_after
+
+
+class _Refused(Exception):
+    """Storage refused a signed or redirected URL: resolve it again, resume at ``pos``."""
+
+    def __init__(self, reason: str, pos: int) -> None:
+        super().__init__(reason)
+        self.pos = pos
+
+
+SourceFn = Callable[[bool], Awaitable[Source]]
+"""``await source(refresh)``: where the bytes are; ``refresh=True`` after storage refused it."""
+
+
+class HttpClient:
+    """One per provider: knows its base URL, its credentials and whom they may go to."""
+
+    def __init__(self, provider: str, base_url: str, headers: Mapping[str, str], *,
+                 params: Mapping[str, str] | None = None, timeout: float = READ_TIMEOUT,
+                 classify: Classifier | None = None, api_transport: httpx.AsyncBaseTransport | None = None,
+                 byte_transport: ByteTransport | None = None) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
         self._origin = origin_of(self.base_url)
-        self._auth = dict(auth_headers)
-        connect = min(timeout, CONNECT_TIMEOUT)
-        self._api = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=connect),
-            follow_redirects=False,
-            headers={"User-Agent": "artifactfs", "Accept": "application/json"},
-        )
-        self._byte_timeout = urllib3.Timeout(connect=connect, read=timeout)
-        self._pool = pool or shared_pool()
+        self._headers = dict(headers)
+        self._params = dict(params or {})
+        self._classify = classify
+        self.timeout = timeout
         self.deadline = deadline_for(timeout)
+        self._api = api_client(timeout, min(timeout, CONNECT_TIMEOUT), api_transport)
+        self._bytes = byte_transport or default_transport()
+        self._threads = trio.CapacityLimiter(FETCH_THREADS)
 
     async def aclose(self) -> None:
         await self._api.aclose()
@@ -96,224 +151,221 @@ class HttpClient:
             return path
         return self.base_url + "/" + path.lstrip("/")
 
-    def headers_for(self, url: str) -> dict[str, str]:
-        """Auth headers for ``url``: only when it is on the provider's own origin."""
-        return dict(self._auth) if origin_of(url) == self._origin else {}
+    def own_origin(self, url: str) -> bool:
+        return origin_of(url) == self._origin
 
     def source(self, url: str, *, expires_at: float | None = None, size: int | None = None) -> Source:
-        """A byte source; carries the token only if ``url`` is on the ``base_url`` origin."""
+        """A byte source; carries the credentials only if ``url`` is on the ``base_url`` origin."""
         url = self.url(url)
-        return Source(url, tuple(self.headers_for(url).items()), expires_at, size)
+        if not self.own_origin(url):
+            return Source(url, (), expires_at, size)
+        if self._params:
+            url += ("&" if urlsplit(url).query else "?") + urlencode(self._params)
+        return Source(url, tuple(self._headers.items()), expires_at, size)
 
-    async def request(self, path: str, params: Mapping[str, Any] | None = None, *,
-                      classify: Classifier | None = None) -> httpx.Response:
-        """GET an API URL with retries; returns the response or raises the mapped FsError.
+    # ---- API calls ---------------------------------------------------------------------------
 
-        ``classify(status, json_body)`` lets a provider map its own error bodies (a 200 with
-        ``success: false``). Redirects are not followed: a 3xx is returned as is (vm0's 302),
-        so the caller decides where the token may go.
+    async def request(self, path: str, params: Mapping[str, Any] | None = None) -> httpx.Response:
+        """GET an API URL with retries; the response, or the mapped FsError.
+
+        Redirects are not followed: a 3xx is returned as is (vm0's 302), so the caller decides
+        where the token may go.
         """
-        return (await self._checked(path, params, classify))[0]
+        return (await self._checked(path, params))[0]
 
-    async def _checked(self, path: str, params: Mapping[str, Any] | None,
-                       classify: Classifier | None) -> tuple[httpx.Response, Any]:
-        """The response, and its JSON body when ``classify`` needed it (else None)."""
-        url = self.url(path)
-        with trio.move_on_after(self.deadline):
-            return await self._request(url, params, classify)
-        log.error("%s: GET %s: no answer within %.0f s", self.provider, url_path(url), self.deadline)
-        raise RemoteError(f"{self.provider}: {url_path(url)}: no answer within {self.deadline:.0f} s")
-
-    async def _request(self, url: str, params: Mapping[str, Any] | None,
-                       classify: Classifier | None) -> tuple[httpx.Response, Any]:
-        last: str = ""
-        for attempt in range(MAX_ATTEMPTS):
-            started = time.monotonic()
-            try:
-                resp = await self._api.get(url, params=params, headers=self.headers_for(url))
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}"
-                log.warning("%s: GET %s failed: %s (attempt %d/%d)", self.provider, url_path(url),
-                            last, attempt + 1, MAX_ATTEMPTS)
-                await trio.sleep(retry_delay(attempt, None))
-                continue
-            log.debug("%s: GET %s -> %d in %.0f ms", self.provider, url_path(url), resp.status_code,
-                      (time.monotonic() - started) * 1000)
-            if resp.status_code in TRANSIENT_STATUSES:
-                last = f"HTTP {resp.status_code}"
-                log.warning("%s: GET %s -> %s (attempt %d/%d)", self.provider, url_path(url), last,
-                            attempt + 1, MAX_ATTEMPTS)
-                await trio.sleep(retry_delay(attempt, resp.headers.get("retry-after")))
-                continue
-            body = _json_or_none(resp) if classify else None
-            error = classify(resp.status_code, body) if classify else None
-            if error is None and resp.status_code >= 400:
-                error = error_for_status(resp.status_code)
-            if error is not None:
-                log.log(logging.INFO if error is NotFound else logging.WARNING,
-                        "%s: GET %s -> HTTP %d (%s)", self.provider, url_path(url),
-                        resp.status_code, error.__name__)
-                raise error(f"{self.provider}: {url_path(url)}: HTTP {resp.status_code}")
-            return resp, body
-        log.error("%s: GET %s gave up after %d attempts: %s", self.provider, url_path(url),
-                  MAX_ATTEMPTS, last)
-        raise RemoteError(f"{self.provider}: {url_path(url)}: {last}")
-
-    async def get_json(self, path: str, params: Mapping[str, Any] | None = None, *,
-                       classify: Classifier | None = None) -> Any:
-        """GET and parse JSON; a body that is not JSON is an EIO with a log line."""
-        resp, body = await self._checked(path, params, classify)
+    async def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET and parse JSON; a body that is not JSON is an EIO."""
+        resp, body = await self._checked(path, params)
         if body is None:
-            body = _json_or_none(resp)
-        if body is None:
-            log.error("%s: GET %s: response is not JSON", self.provider, url_path(str(resp.url)))
-            raise RemoteError(f"{self.provider}: {url_path(str(resp.url))}: response is not JSON")
+            raise RemoteError(f"{self.provider}: {url_path(str(resp.url))}: the answer is not JSON")
         return body
 
-    def open_bytes(self, source: Source, start: int, end: int | None) -> "ByteStream":
-        """Open a byte response for ``[start, end]`` (blocking: run it in a thread).
+    async def _checked(self, path: str, params: Mapping[str, Any] | None) -> tuple[httpx.Response, Any]:
+        url = self.url(path)
+        with trio.move_on_after(self.deadline):
+            return await self._request(url, params)
+        raise RemoteError(f"{self.provider}: {url_path(url)}: no answer within {self.deadline:.0f} s")
 
-        Transient failures before the body (connection errors, 5xx, 429) are retried with
-        backoff; a refused signed URL raises ``SourceExpired`` so the caller resolves it again.
-        A 206 must start where asked; a server that ignores Range answers 200 and the stream
-        says so (``first == 0``), so the caller can cache the whole body as it passes.
-        """
-        headers = dict(source.headers)
-        headers["Range"] = f"bytes={start}-{'' if end is None else end}"
-        headers["Accept-Encoding"] = "identity"
-        where = f"{self.provider}: {url_path(source.url)}"
-        last = ""
-        for attempt in range(MAX_ATTEMPTS):
-            if attempt:
-                log.warning("%s: %s (attempt %d/%d)", where, last, attempt, MAX_ATTEMPTS)
+    async def _request(self, url: str, params: Mapping[str, Any] | None) -> tuple[httpx.Response, Any]:
+        where = f"{self.provider}: GET {url_path(url)}"
+        own = self.own_origin(url)
+        query = {**(params or {}), **(self._params if own else {})}
+        headers = self._headers if own else {}
+        reason = ""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            started = time.monotonic()
             try:
-                resp = self._pool.request("GET", source.url, headers=headers, preload_content=False,
-                                          decode_content=False, redirect=False, retries=False,
-                                          timeout=self._byte_timeout)
-            except urllib3.exceptions.HTTPError as exc:
-                last = type(exc).__name__
-                time.sleep(retry_delay(attempt, None))
-                continue
-            if resp.status in TRANSIENT_STATUSES:
-                last = f"HTTP {resp.status}"
-                resp.close()
-                time.sleep(retry_delay(attempt, resp.headers.get("retry-after")))
-                continue
-            return self._stream(resp, source, start, where)
-        log.error("%s: gave up after %d attempts: %s", where, MAX_ATTEMPTS, last)
-        raise RemoteError(f"{where}: {last}")
+                resp = await self._api.get(url, params=query, headers=headers)
+            except httpx.TransportError as exc:
+                reason = type(exc).__name__
+                retry_after = None
+            else:
+                log.debug("%s -> %d in %.0f ms", where, resp.status_code, (time.monotonic() - started) * 1000)
+                if resp.status_code not in TRANSIENT_STATUSES:
+                    return resp, self._judge(where, resp)
+                reason, retry_after = f"HTTP {resp.status_code}", resp.headers.get("retry-after")
+            if attempt == MAX_ATTEMPTS:
+                break
+            _log_attempt(where, reason, attempt)
+            await trio.sleep(retry_delay(attempt, retry_after))
+        raise RemoteError(f"{where}: {reason}, {MAX_ATTEMPTS} attempts")
 
-    def _stream(self, resp: urllib3.BaseHTTPResponse, source: Source, start: int,
-                where: str) -> "ByteStream":
-        status = resp.status
-        if status == 416:
-            resp.close()
-            return ByteStream(None, start, _total_from_content_range(resp.headers.get("content-range")),
-                              where, ranged=True)
-        if status in (200, 206):
-            if status == 200:
-                return ByteStream(resp, 0, _int_or_none(resp.headers.get("content-length")), where,
-                                  ranged=False)
-            try:
-                first, last, total = _parse_content_range(resp.headers.get("content-range"))
-                length = _int_or_none(resp.headers.get("content-length"))
-                if first != start:
-                    raise RemoteError(f"Content-Range starts at {first}, asked {start}")
-                if (total is not None and last >= total) or (length is not None and length != last - first + 1):
-                    raise RemoteError(f"Content-Range {first}-{last}/{total} disagrees with its length")
-            except RemoteError as exc:
-                resp.close()
-                log.warning("%s: %s", where, exc)
-                raise RemoteError(f"{where}: {exc}") from None
-            return ByteStream(resp, first, total, where, ranged=True)
-        resp.close()
-        if status in (400, 401, 403, 410) and not source.headers:
-            raise SourceExpired(f"{where}: storage answered HTTP {status}")
-        log.warning("%s: HTTP %d", where, status)
-        raise error_for_status(status)(f"{where}: HTTP {status}")
-
-
-class ByteStream:
-    """An open byte response: where its body starts in the file, the file's size if known,
-    and whether the server honoured Range (``ranged``) or is sending the whole file."""
-
-    def __init__(self, resp: urllib3.BaseHTTPResponse | None, first: int, total: int | None,
-                 where: str, *, ranged: bool) -> None:
-        self._resp, self.first, self.total, self.where = resp, first, total, where
-        self.ranged = ranged
-
-    def readinto(self, buf: memoryview) -> int:
-        """Fill ``buf`` until full or the body ends; a broken body raises RemoteError."""
-        if self._resp is None:
-            return 0
+    def _judge(self, where: str, resp: httpx.Response) -> Any:
+        """The JSON body of a final answer (None if it has none), or the FsError it means."""
         try:
-            return _read_into(self._resp, buf)
-        except urllib3.exceptions.HTTPError as exc:
-            raise RemoteError(f"{self.where}: body broke off ({type(exc).__name__})") from None
+            body = resp.json()
+        except ValueError:
+            body = None
+        error = self._classify(resp.status_code, body) if self._classify else None
+        if error is None and resp.status_code >= 400:
+            error = error_for_status(resp.status_code)
+        if error is not None:
+            raise error(f"{where}: HTTP {resp.status_code}")
+        return body
 
-    def close(self) -> None:
-        """Keep the connection for reuse only when the body was read to its end."""
-        if self._resp is None:
-            return
-        if self._resp.length_remaining == 0:
-            self._resp.release_conn()
-        else:
-            self._resp.close()
+    # ---- bytes -------------------------------------------------------------------------------
 
+    async def fetch(self, source: SourceFn, start: int, end: int | None, sink: Sink, *,
+                    deadline: float | None = None) -> None:
+        """Stream bytes ``[start, end)`` (to the end of the file if ``end`` is None) into ``sink``.
 
-def _read_into(resp: urllib3.BaseHTTPResponse, buf: memoryview) -> int:
-    """Fill ``buf`` from the body until it is full or the body ends; returns bytes read."""
-    nread = 0
-    while nread < len(buf):
-        n = resp.readinto(buf[nread:])
-        if not n:
-            break
-        nread += n
-    return nread
+        Transient failures (connection errors, 408/429/5xx, a body cut short, a 206 that is not
+        what was asked) are retried with backoff and the download resumes where it stopped; an
+        attempt that made progress resets the count. A refused signed URL is resolved again
+        (``source(True)``), at most ``MAX_RESOLVES`` times. A 206 shorter than asked (servers
+        may cap ranges) is followed by a request for the rest. Everything is bounded by one
+        deadline (default: the client's).
+        """
+        where = self.provider
+        pos, failures, resolves, refresh = start, 0, 0, False
+        with trio.move_on_after(self.deadline if deadline is None else deadline):
+            while True:
+                current = await source(refresh)
+                refresh = False
+                where = f"{self.provider}: {url_path(current.url)}"
+                try:
+                    pos, done = await trio.to_thread.run_sync(
+                        self._stream, current, pos, end, sink, limiter=self._threads, abandon_on_cancel=True)
+                    if done:
+                        return
+                    failures = 0
+                except _Retry as exc:
+                    failures = 0 if exc.pos > pos else failures + 1
+                    pos = exc.pos
+                    if failures >= MAX_ATTEMPTS - 1:
+                        raise RemoteError(f"{where}: {exc}, {MAX_ATTEMPTS} attempts") from None
+                    _log_attempt(where, str(exc), failures + 1)
+                    await trio.sleep(retry_delay(failures + 1, exc.retry_after))
+                except _Refused as exc:
+                    pos, resolves = exc.pos, resolves + 1
+                    if resolves > MAX_RESOLVES:
+                        raise RemoteError(f"{where}: {exc}; gave up after {MAX_RESOLVES} new URLs") from None
+                    log.info("%s: %s; resolving the URL again", where, exc)
+                    refresh = True
+        raise RemoteError(f"{where}: no bytes within {self.deadline if deadline is None else deadline:.0f} s")
+
+    def _open(self, source: Source, headers: dict[str, str], pos: int) -> tuple[ByteResponse, str]:
+        """The response for ``source``, following redirects (credentials only to our origin)."""
+        url = source.url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                resp = self._bytes.open(url, headers, self.timeout)
+            except TransportError as exc:
+                raise _Retry(str(exc), pos) from None
+            location = resp.headers.get("location")
+            if resp.status not in (301, 302, 303, 307, 308) or not location:
+                return resp, url
+            resp.finish()
+            url = str(httpx.URL(url).join(location))
+            headers = {k: v for k, v in headers.items()
+                       if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
+        raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
+
+    def _stream(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
+        """Worker thread: one request for ``[pos, end)``; returns (next position, finished)."""
+        headers = {**dict(source.headers), "Range": f"bytes={pos}-{'' if end is None else end - 1}",
+                   "Accept-Encoding": "identity"}
+        resp, url = self._open(source, headers, pos)
+        where = f"{self.provider}: {url_path(url)}"
+        try:
+            status = resp.status
+            if status == 416:
+                total = _total_of(resp.headers.get("content-range"))
+                sink.begin(pos, total, True)
+                sink.eof(pos if total is None else min(pos, total))
+                return pos, True
+            if status == 206:
+                try:
+                    first, last, total = _parse_content_range(resp.headers.get("content-range"))
+                except ValueError:
+                    raise _Retry(f"malformed Content-Range {resp.headers.get('content-range')!r}", pos) from None
+                length = _int_or_none(resp.headers.get("content-length"))
+                if first != pos or (total is not None and last >= total) or (
+                        length is not None and length != last - first + 1):
+                    raise _Retry(f"the answer holds bytes {first}-{last}/{total}, not {pos}-", pos)
+                sink.begin(first, total, True)
+                stop = last + 1 if end is None else min(last + 1, end)
+                pos, how = self._copy(resp, sink, pos, stop)
+                finished = how == "stopped" or (end is not None and pos >= end) or (total is not None and pos >= total)
+                return pos, finished
+            if status == 200:
+                total = _int_or_none(resp.headers.get("content-length"))
+                sink.begin(0, total, False)
+                reached, how = self._copy(resp, sink, 0, total)
+                if how != "stopped":
+                    sink.eof(reached)
+                return max(reached, pos), True
+            if status in REFUSED_BY_STORAGE and not source.headers:
+                raise _Refused(f"storage answered HTTP {status}", pos)
+            if status in TRANSIENT_STATUSES:
+                raise _Retry(f"HTTP {status}", pos, resp.headers.get("retry-after"))
+            raise error_for_status(status)(f"{where}: HTTP {status}")
+        finally:
+            resp.finish()
+
+    @staticmethod
+    def _copy(resp: ByteResponse, sink: Sink, pos: int, stop: int | None) -> tuple[int, str]:
+        """Body bytes from ``pos`` until ``stop`` (or the body's end) into the sink: the position
+        reached, and how: ``"stopped"`` (the sink wanted no more), else the body's end.
+
+        A body that ends before ``stop`` is cut short: retried from where it ended.
+        """
+        while stop is None or pos < stop:
+            view = sink.window(pos)
+            if view is None:
+                return pos, "stopped"
+            if stop is not None:
+                view = view[:stop - pos]
+            try:
+                n = resp.readinto(view)
+            except TransportError as exc:
+                raise _Retry(str(exc), pos) from None
+            if not n:
+                if stop is not None:
+                    raise _Retry(f"the body ended {stop - pos} bytes short", pos)
+                return pos, "ended"
+            sink.wrote(pos, n)
+            pos += n
+        return pos, "ended"
 
 
 def _int_or_none(text: str | None) -> int | None:
     try:
-        return int(text) if text is not None else None
+        value = int(text) if text is not None else None
     except ValueError:
         return None
+    return value if value is None or value >= 0 else None
 
 
 def _parse_content_range(value: str | None) -> tuple[int, int, int | None]:
-    """``bytes a-b/total`` → (a, b, total or None); a malformed header is an EIO."""
-    try:
-        unit, _, rest = (value or "").partition(" ")
-        span, _, total = rest.partition("/")
-        first, _, last = span.partition("-")
-        if unit.lower() != "bytes" or int(last) < int(first):
-            raise ValueError(value)
-        return int(first), int(last), (None if total.strip() == "*" else int(total))
-    except (ValueError, IndexError):
-        raise RemoteError(f"malformed Content-Range {value!r}") from None
+    """``bytes a-b/total`` → (a, b, total or None); ValueError if malformed."""
+    unit, _, rest = (value or "").strip().partition(" ")
+    span, _, total = rest.partition("/")
+    first, _, last = span.partition("-")
+    if unit.lower() != "bytes" or int(last) < int(first) or int(first) < 0:
+        raise ValueError(value)
+    return int(first), int(last), (None if total.strip() == "*" else int(total))
 
 
-def _total_from_content_range(value: str | None) -> int | None:
-    try:
-        return int((value or "").rpartition("/")[2])
-    except ValueError:
-        return None
-
-
-def _json_or_none(resp: httpx.Response) -> Any:
-    try:
-        return resp.json()
-    except ValueError:
-        return None
-
-
-_POOL: urllib3.PoolManager | None = None
-
-
-def shared_pool() -> urllib3.PoolManager:
-    """One connection pool for all byte fetches of the process (keep-alive across files)."""
-    global _POOL
-    if _POOL is None:
-        _POOL = urllib3.PoolManager(
-            num_pools=32, maxsize=32, block=False,
-        )
-    return _POOL
+def _total_of(value: str | None) -> int | None:
+    return _int_or_none((value or "").rpartition("/")[2] or None)

@@ -23,3 +23,10 @@ def setup_logging(level: str = "info", log_file: Path | None = None) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "urllib3", "pyfuse3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("pyfuse3").addFilter(_interrupted_replies)
+
+
+def _interrupted_replies(record: logging.LogRecord) -> bool:
+    """pyfuse3 logs an ERROR when it answers a request the kernel gave up on (the reader was
+    interrupted, or the mount is going away): ENOENT from the reply, nothing went wrong here."""
+    return "fuse_reply_* failed with No such file or directory" not in record.getMessage()

@@ -15,20 +15,16 @@ import select
 import signal
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 import pyfuse3
 import trio
 
-from .blockcache import BlockCache, read_stats
+from .blockcache import read_stats
 from .config import Config
+from .core import Core, CoreError
 from .fuse_ops import ArtifactOperations, KernelInvalidator
-from .namespace import Namespace
-from .providers import make_provider
-from .providers.base import Provider
-from .reader import Reader
 from .sdnotify import Notifier
 from .status import ProblemCounter, status_line
 
@@ -91,48 +87,55 @@ def run_foreground(config: Config, mountpoint: Path, *,
     a ``STATUS=`` line every ``STATUS_INTERVAL`` seconds, and ``STOPPING=1`` before unmounting.
     """
     check_mountpoint(mountpoint)
-    try:
-        cache = BlockCache(config.cache_dir, config.cache_max_size)
-    except (OSError, sqlite3.Error) as exc:
-        raise MountError(f"cache dir {config.cache_dir}: {exc} (choose another with --cache-dir)") from None
-    providers = [make_provider(p, config.cache_dir, config.timeout) for p in config.providers]
-    namespace = Namespace(providers, negative_ttl=config.negative_ttl)
-    ops = ArtifactOperations(namespace, allow_other=config.allow_other)
-    options = set(pyfuse3.default_options) | {"fsname=artifactfs", "subtype=artifactfs", "ro"}
-    if config.allow_other:
-        options.add("allow_other")
-    try:
-        pyfuse3.init(ops, str(mountpoint), options)
-    except RuntimeError as exc:
-        cache.close()
-        raise MountError(f"{mountpoint}: cannot mount ({exc}); check /dev/fuse, fusermount3 and, "
-                         "for allow_other, user_allow_other in /etc/fuse.conf") from None
-    log.info("mounted %s (%s)", mountpoint, ", ".join(p.name for p in providers) or "no providers")
     notifier = Notifier()
     try:
-        trio.run(_serve, ops, providers, cache, mountpoint, on_ready, notifier)
+        trio.run(_serve, config, mountpoint, on_ready, notifier)
+    except BaseExceptionGroup as group:
+        raise sole(group) from None
+    except CoreError as exc:
+        raise MountError(str(exc)) from None
     finally:
-        pyfuse3.close(unmount=True)
-        cache.close()
         notifier.close()
-        log.info("unmounted %s", mountpoint)
 
 
-async def _serve(ops: ArtifactOperations, providers: list[Provider], cache: BlockCache,
-                 mountpoint: Path, on_ready: Callable[[], None], notifier: Notifier) -> None:
-    async with trio.open_nursery() as nursery:
-        ops.ns.invalidator = KernelInvalidator(nursery)
-        ops.reader = Reader(cache, nursery, clock=time.time)
+def sole(group: BaseExceptionGroup) -> BaseException:
+    """The one exception a trio nursery wrapped in a group (a group of several stays one)."""
+    leaves = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) != 1:
+        return group
+    leaf = leaves[0]
+    return MountError(str(leaf)) if isinstance(leaf, CoreError) else leaf
+
+
+async def _serve(config: Config, mountpoint: Path, on_ready: Callable[[], None], notifier: Notifier) -> None:
+    async with Core.running(config) as core, trio.open_nursery() as nursery:
+        ops = ArtifactOperations(core, allow_other=config.allow_other, xattrs=config.xattrs)
+        options = set(pyfuse3.default_options) | {"fsname=artifactfs", "subtype=artifactfs", "ro"}
+        if config.allow_other:
+            options.add("allow_other")
+        try:
+            pyfuse3.init(ops, str(mountpoint), options)
+        except RuntimeError as exc:
+            raise MountError(f"{mountpoint}: cannot mount ({exc}); check /dev/fuse, fusermount3 and, "
+                             "for allow_other, user_allow_other in /etc/fuse.conf") from None
+        log.info("mounted %s (%s)", mountpoint, ", ".join(p.name for p in core.providers) or "no providers")
+        core.invalidator = KernelInvalidator(nursery)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        nursery.start_soon(_announce_ready, mountpoint, on_ready, notifier, cache.directory)
+        nursery.start_soon(_announce_ready, mountpoint, on_ready, notifier, config.cache_dir)
         try:
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
         finally:
             nursery.cancel_scope.cancel()
             notifier.notify(stopping=True, status=f"unmounting {mountpoint}")
-            with trio.CancelScope(shield=True):
-                for provider in providers:
-                    await provider.aclose()
+            pyfuse3.close(unmount=True)
+            log.info("unmounted %s", mountpoint)
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

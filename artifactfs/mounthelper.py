@@ -17,7 +17,7 @@ PROG = "mount.fuse.artifactfs"
 
 VALUE_OPTIONS = {"config": "--config", "listing_ttl": "--listing-ttl", "cache_dir": "--cache-dir",
                  "cache_size": "--cache-size", "log_file": "--log-file", "log_level": "--log-level"}
-FLAG_OPTIONS = {"allow_other": "--allow-other"}
+FLAG_OPTIONS = {"allow_other": "--allow-other", "no_xattrs": "--no-xattrs"}
 IGNORED_OPTIONS = frozenset({
     "rw", "ro", "defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group", "nofail",
     "_netdev", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "async", "sync", "atime",

@@ -1,9 +1,10 @@
-"""The tree the kernel sees: inodes, listings with a TTL, names, lookups and forgets.
+"""The tree: inodes, listings with a TTL, names, lookups and forgets.
 
-Plain trio code with no FUSE import, so it is tested without a mount. A refresh reuses
-the inodes of entries whose ``key`` it already knows (rclone's habit), tells the FUSE layer
-which inodes changed content and which names went away, and keeps the last good listing
-when the provider fails (stale-if-error).
+Plain trio code with no FUSE import, so it is tested without a mount. A refresh reuses the
+inodes of entries whose ``key`` it already knows (rclone's habit), tells the invalidator which
+inodes changed content and which names went away, and keeps the last good listing when the
+provider fails (stale-if-error). Whatever a provider raises or returns, a listing either
+installs or fails as one ``FsError``; every walk over provider data is iterative.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Iterator, Protocol, TypeVar
 
 import cachetools
 import trio
 
-from .errors import FsError, NotFound
+from .errors import FsError, NotADirectory, NotFound, RemoteError
 from .model import Entry, Kind
 from .names import assign_names, clean
 from .providers.base import Provider
@@ -25,10 +25,12 @@ from .providers.base import Provider
 log = logging.getLogger("artifactfs.namespace")
 
 ROOT_INODE = 1
+IMMUTABLE_TTL = 86400.0
+T = TypeVar("T")
 
 
 class Invalidator(Protocol):
-    """How the namespace tells the kernel to forget what it cached."""
+    """How the namespace tells a front end (the kernel) to forget what it cached."""
 
     def inode(self, inode: int) -> None: ...
 
@@ -43,31 +45,39 @@ class _NoInvalidator:
         pass
 
 
-@dataclass(eq=False)
 class Node:
     """One inode. ``owner`` is the directory whose listing fills this one (itself when the
-    provider can list it directly, an ancestor when its contents came embedded).
-    ``listed`` is False for a name that opened on lookup and that the provider does not list
-    (``search/<text>``): readdir does not show it, and a refresh keeps it while the kernel
-    still knows it."""
+    provider can list it directly, an ancestor when its contents came embedded); ``build``
+    makes embedded contents on first use. ``listed`` is False for a name that opened on lookup
+    and that the provider does not list (``search/<text>``): readdir does not show it, and a
+    refresh keeps it while the kernel still knows it."""
 
-    inode: int
-    name: str
-    entry: Entry
-    provider: Provider | None
-    parent: "Node | None" = None
-    owner: "Node | None" = None
-    children: dict[str, "Node"] | None = None
-    listed_at: float = -math.inf
-    lookups: int = 0
-    attached: bool = True
-    listed: bool = True
-    page_cache_fingerprint: str | None = None
-    lock: trio.Lock = field(default_factory=trio.Lock)
+    __slots__ = ("inode", "name", "entry", "provider", "parent", "owner", "children", "build",
+                 "listed_at", "lookups", "attached", "listed", "served_fingerprint", "_lock")
+
+    def __init__(self, inode: int, name: str, entry: Entry, provider: Provider | None,
+                 parent: Node | None) -> None:
+        self.inode, self.name, self.entry, self.provider, self.parent = inode, name, entry, provider, parent
+        self.owner: Node = self
+        self.children: dict[str, Node] | None = None
+        self.build: Callable[[], list[Entry]] | None = None
+        self.listed_at = -math.inf
+        self.lookups = 0
+        self.attached = True
+        self.listed = True
+        self.served_fingerprint: str | None = None
+        self._lock: trio.Lock | None = None
 
     @property
     def is_dir(self) -> bool:
         return self.entry.kind is Kind.DIR
+
+    @property
+    def lock(self) -> trio.Lock:
+        """Made on first use: only directories that get listed need one."""
+        if self._lock is None:
+            self._lock = trio.Lock()
+        return self._lock
 
 
 class Namespace:
@@ -80,13 +90,12 @@ class Namespace:
         self.nodes: dict[int, Node] = {}
         self._missing: cachetools.TTLCache = cachetools.TTLCache(
             maxsize=10_000, ttl=max(negative_ttl, 1e-3), timer=clock)
-        self.root = Node(ROOT_INODE, "", Entry("", Kind.DIR, None, ("/",), immutable=True), None)
-        self.root.owner, self.root.lookups = self.root, 1
+        self.root = Node(ROOT_INODE, "", Entry("", Kind.DIR, None, ("/",), immutable=True), None, None)
+        self.root.lookups = 1
         self.nodes[ROOT_INODE] = self.root
         self.root.children = {}
         for provider in providers:
-            node = self._new_node(provider.name, provider.root(), provider, self.root)
-            self.root.children[provider.name] = node
+            self.root.children[provider.name] = self._new_node(provider.name, provider.root(), provider, self.root)
         self.root.listed_at = math.inf
 
     def node(self, inode: int) -> Node:
@@ -95,22 +104,33 @@ class Namespace:
         except KeyError:
             raise NotFound(f"inode {inode} is not known") from None
 
-    async def lookup(self, parent_inode: int, name: str) -> Node:
-        """The child ``name`` of a directory, asking the provider for names not listed."""
+    async def lookup(self, parent_inode: int, name: str, *, count: bool = True) -> Node:
+        """The child ``name`` of a directory, asking the provider for names not listed.
+        ``count`` adds a kernel lookup reference (a front end without them passes False)."""
         parent = self.node(parent_inode)
+        if not parent.is_dir:
+            raise NotADirectory(f"{self.path(parent)} is not a directory")
         await self.ensure_listed(parent)
         assert parent.children is not None
         child = parent.children.get(name)
         if child is None:
             child = await self._lookup_unlisted(parent, name)
-        child.lookups += 1
+        if count:
+            child.lookups += 1
         return child
+
+    async def lookup_path(self, path: str) -> Node:
+        """The node at ``path`` below the root (``a/b/c``), following no links."""
+        node = self.root
+        for part in [p for p in path.split("/") if p and p != "."]:
+            node = (node.parent or node) if part == ".." else await self.lookup(node.inode, part, count=False)
+        return node
 
     async def listing(self, inode: int) -> list[Node]:
         """A directory's children, fresh per the TTL, in name order."""
         node = self.node(inode)
         if not node.is_dir:
-            raise FsError(f"{node.name} is not a directory")
+            raise NotADirectory(f"{self.path(node)} is not a directory")
         await self.ensure_listed(node)
         assert node.children is not None
         return [node.children[name] for name in sorted(node.children) if node.children[name].listed]
@@ -123,8 +143,7 @@ class Namespace:
         return node
 
     def remember(self, node: Node) -> None:
-        """The kernel learned ``node`` without a namespace lookup (readdir, ``.``, ``..``):
-        one more lookup to forget later."""
+        """The kernel learned ``node`` without a namespace lookup (readdir, ``.``, ``..``)."""
         node.lookups += 1
 
     def forget(self, inode: int, count: int) -> None:
@@ -135,16 +154,10 @@ class Namespace:
         if node.lookups <= 0 and not node.attached:
             del self.nodes[inode]
 
-    def learned_size(self, node: Node, size: int) -> None:
-        """A read found the true size of a file the provider did not size (or sized wrong)."""
-        node.entry.size = size
-
     def ttl(self, node: Node) -> float:
-        """Seconds the kernel may cache this node's entry and attributes."""
-        if node.provider is None or (node.entry.immutable and node.entry.size is not None):
-            return 86400.0
-        if node.entry.kind is Kind.FILE and node.entry.size is None:
-            return 0.0
+        """Seconds a front end may cache this node's entry and attributes."""
+        if node.provider is None or node.entry.immutable:
+            return IMMUTABLE_TTL
         return node.provider.listing_ttl
 
     def _expired(self, owner: Node) -> bool:
@@ -156,29 +169,55 @@ class Namespace:
 
     async def ensure_listed(self, node: Node) -> None:
         """List ``node`` if never listed, or its owner's listing if the TTL ran out."""
-        owner = node.owner or node
+        owner = node.owner
         if node.children is not None and not self._expired(owner):
             return
         async with owner.lock:
             if node.children is not None and not self._expired(owner):
                 return
-            assert owner.provider is not None
-            try:
-                entries = await owner.provider.list_dir(owner.entry.ref)
-            except NotFound:
-                if owner.children is None:
-                    raise
-                entries = []
-            except FsError as exc:
-                if owner.children is None:
-                    raise
-                log.warning("%s: listing failed (%s); serving the last good listing",
-                            self.path(owner), exc)
-                owner.listed_at = self.clock()
-                return
-            self._apply(owner, entries, self.clock())
+            if owner.children is None or self._expired(owner):
+                await self._relist(owner)
+        if node.children is None and node.build is not None:
+            self._apply(node, self._built(node), self.clock())
         if node.children is None:
             node.children = {}
+
+    async def _relist(self, owner: Node) -> None:
+        """Ask the provider for ``owner``'s listing and install it; the last good one if it fails."""
+        assert owner.provider is not None
+        try:
+            entries = await self._provider_call(owner, owner.provider.list_dir(owner.entry.ref))
+        except NotFound:
+            if owner.children is None:
+                raise
+            entries = []
+        except FsError as exc:
+            if owner.children is None:
+                raise
+            log.warning("%s: listing failed (%s); serving the last good listing", self.path(owner), exc)
+            owner.listed_at = self.clock()
+            return
+        self._apply(owner, entries, self.clock())
+
+    async def _provider_call(self, node: Node, call: Awaitable[T]) -> T:
+        """Await a provider call; anything but an FsError (a provider tripped on odd data)
+        becomes one, logged once with its traceback."""
+        try:
+            return await call
+        except FsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - provider data must never break the mount
+            log.error("%s: the provider failed on its data: %s: %s", self.path(node), type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            raise RemoteError(f"{self.path(node)}: unexpected answer ({type(exc).__name__})") from None
+
+    def _built(self, node: Node) -> list[Entry]:
+        assert node.build is not None
+        try:
+            return node.build()
+        except Exception as exc:  # noqa: BLE001 - as _provider_call
+            log.error("%s: building the directory failed: %s: %s", self.path(node), type(exc).__name__, exc)
+            raise RemoteError(f"{self.path(node)}: unexpected answer ({type(exc).__name__})") from None
 
     async def _lookup_unlisted(self, parent: Node, name: str) -> Node:
         if parent.provider is None or parent.entry.ref is None or clean(name) != name:
@@ -189,29 +228,51 @@ class Namespace:
             assert parent.children is not None
             if name in parent.children:
                 return parent.children[name]
-            entry = await parent.provider.lookup(parent.entry.ref, name)
+            entry = await self._provider_call(parent, parent.provider.lookup(parent.entry.ref, name))
             if entry is None:
                 self._missing[(parent.inode, name)] = True
                 raise NotFound(name)
             child = self._new_node(name, entry, parent.provider, parent)
             child.listed = entry.listed
             parent.children[name] = child
-            if entry.children is not None:
-                self._apply(child, entry.children, self.clock())
+            embedded = self._embedded(child, entry)
+            if embedded is not None:
+                self._apply(child, embedded, self.clock())
             return child
 
     def _new_node(self, name: str, entry: Entry, provider: Provider | None, parent: Node) -> Node:
         node = Node(self._next_inode, name, entry, provider, parent)
-        node.owner = node if entry.ref is not None else (parent.owner or parent)
+        node.owner = node if entry.ref is not None else parent.owner
         self._next_inode += 1
         self.nodes[node.inode] = node
         return node
 
+    def _embedded(self, node: Node, entry: Entry) -> list[Entry] | None:
+        """The listing ``entry`` embeds for ``node`` to install now, if any: a builder is kept
+        for the directory's first use, or run now if the directory is already in use."""
+        children = entry.children
+        if callable(children):
+            node.build = children
+            return self._built(node) if node.children is not None else None
+        return children
+
     def _apply(self, directory: Node, entries: list[Entry], now: float) -> None:
-        """Install a listing into ``directory``, reusing nodes whose key is known."""
+        """Install a listing into ``directory`` (and the subtrees it embeds), reusing nodes
+        whose key is known. Iterative: a listing may nest as deep as a path allows."""
+        work = [(directory, entries)]
+        while work:
+            folder, listing = work.pop()
+            for child, entry in self._install(folder, listing, now):
+                embedded = self._embedded(child, entry)
+                if embedded is not None:
+                    work.append((child, embedded))
+
+    def _install(self, directory: Node, entries: list[Entry], now: float) -> Iterator[tuple[Node, Entry]]:
+        """One directory's listing; yields each child with its entry (for the caller to descend)."""
         old = directory.children or {}
         by_key = {child.entry.key: child for child in old.values()}
         fresh: dict[str, Node] = {}
+        installed: list[tuple[Node, Entry]] = []
         for name, entry in assign_names(entries):
             child = by_key.pop(entry.key, None)
             if child is not None and child.entry.kind is entry.kind:
@@ -222,8 +283,7 @@ class Namespace:
                 child = self._new_node(name, entry, directory.provider, directory)
             child.listed = True
             fresh[name] = child
-            if entry.children is not None:
-                self._apply(child, entry.children, now)
+            installed.append((child, entry))
         for gone in by_key.values():
             if not gone.listed and gone.lookups > 0 and gone.name not in fresh:
                 fresh[gone.name] = gone  # opened by name, not listed: kept while the kernel knows it
@@ -231,6 +291,7 @@ class Namespace:
                 self._detach(gone)
         directory.children = fresh
         directory.listed_at = now
+        return iter(installed)
 
     def _update(self, directory: Node, child: Node, name: str, entry: Entry) -> None:
         before = child.entry
@@ -242,19 +303,26 @@ class Namespace:
         if entry.size is None and not changed:
             entry.size = before.size
         child.entry = entry
+        if (before.ref is None) != (entry.ref is None):  # now listed by its own call, or embedded
+            for grandchild in (child.children or {}).values():
+                self._detach(grandchild)
+            child.children, child.build = None, None
+            child.owner = child if entry.ref is not None else directory.owner
         if changed and entry.kind is Kind.FILE:
             log.info("%s changed; serving it anew", self.path(child))
             self.invalidator.inode(child.inode)
 
     def _detach(self, node: Node) -> None:
-        """``node`` left its directory: drop it once the kernel forgets it."""
+        """``node`` (and all below it) left the tree: each is dropped once the kernel forgets it."""
         if node.parent is not None:
             self.invalidator.entry(node.parent.inode, node.name)
-        for child in (node.children or {}).values():
-            self._detach(child)
-        node.attached = False
-        if node.lookups <= 0:
-            self.nodes.pop(node.inode, None)
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            stack.extend((current.children or {}).values())
+            current.attached = False
+            if current.lookups <= 0:
+                self.nodes.pop(current.inode, None)
 
     def path(self, node: Node) -> str:
         """The node's path below the mount point, for log lines."""

@@ -24,5 +24,5 @@ def test_status_line_counts_cache_and_problems() -> None:
         logger.error("three")
     finally:
         logger.removeHandler(problems)
-    stats = CacheStats(bytes=3 * 1024 ** 2, chunks=3, files=2, hits=1, misses=1)
+    stats = CacheStats(bytes=3 * 1024 ** 2, blocks=3, files=2, trees=0, hits=1, misses=1)
     assert status_line(stats, problems) == "2 files cached (3.0 MiB), 50% hits; 2 errors, 1 warning"

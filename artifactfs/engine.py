@@ -1,0 +1,535 @@
+"""The byte path: memory-first reads of remote files, with the disk cache on the side.
+
+A file's content is cut into fixed blocks (``BLOCK_SIZE``). A read takes each block it
+touches from the memory window (recent blocks, bounded), from a fetch in flight (waiting for
+it), from the disk cache (loaded and verified in a worker thread), or starts a fetch. Bytes
+arriving from the network are handed to waiting readers straight from the fetch's buffers
+and queued for the disk on the side (``BlockCache.store``, write-behind): the disk is never
+the delivery buffer, and a slow or failing disk never slows or fails a read.
+
+Fetch sizes adapt: a first read at the start of a file fetches a small window (a small file
+whole), each sequential read doubles the window up to ``MAX_WINDOW`` blocks, and a read after
+a seek fetches only the block it needs. Readahead is topped up a whole window at a time, and
+all readahead of the process is bounded by ``READAHEAD_BYTES``. One fetch per block at a
+time (single-flight). URLs are resolved on the first fetch, remembered until shortly before
+they expire, and resolved again when storage refuses them (the HTTP layer resumes where it
+stopped). A server that ignores Range sends the whole file once, each block kept as it passes.
+
+Threads: this module's state lives on the trio thread; fetch sinks run in worker threads and
+report back with ``run_sync_soon`` (never waiting for the trio thread); disk loads run in
+worker threads. No disk, sqlite or lock wait happens on the trio thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Hashable
+
+import trio
+
+from . import archive
+from .blockcache import BlockCache, content_hash
+from .errors import FsError, RemoteError
+from .model import Source
+
+if TYPE_CHECKING:
+    from .providers.base import Provider
+
+log = logging.getLogger("artifactfs.engine")
+
+BLOCK_SIZE = 256 << 10
+FIRST_WINDOW = 4  # blocks fetched by a first read at offset 0 (head -c stays small)
+MAX_WINDOW = 64  # 16 MiB per sequential reader
+MEMORY_BYTES = 32 << 20  # the window of recent blocks
+READAHEAD_BYTES = 24 << 20  # blocks fetched ahead of every reader together
+URL_EXPIRY_MARGIN = 30.0
+SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
+EMPTY = memoryview(b"")
+
+
+@dataclass(frozen=True)
+class ContentId:
+    """What blocks belong to: a new fingerprint makes old blocks unreachable."""
+
+    provider: str
+    key: Hashable
+    fingerprint: str
+
+    @property
+    def hash(self) -> str:
+        return content_hash(self.provider, self.key, self.fingerprint)
+
+
+class _Pending:
+    """A block being fetched or loaded: readers wait on ``done``, then take ``view`` or ``error``."""
+
+    __slots__ = ("done", "view", "error")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.view: memoryview | None = None
+        self.error: FsError | None = None
+
+
+@dataclass(eq=False)
+class Content:
+    """One file content as readers share it: where its bytes are, its size once verified,
+    its blocks in flight and on disk."""
+
+    id: ContentId
+    hash: str
+    provider: "Provider"
+    ref: Hashable
+    total: int | None = None
+    claimed: int | None = None
+    on_disk: set[int] = field(default_factory=set)
+    pending: dict[int, _Pending] = field(default_factory=dict)
+    source: Source | None = None
+    resolve_lock: trio.Lock = field(default_factory=trio.Lock)
+    handles: int = 0
+    streams: int = 0  # fetches of the whole body (the server ignores Range)
+    streamed_to: int = 0  # blocks below this were passed by a whole-body stream
+    arrivals: trio.Event = field(default_factory=trio.Event)
+    listeners: dict[Hashable, Callable[[int], None]] = field(default_factory=dict)
+
+    def blocks(self) -> int | None:
+        return None if self.total is None else -(-self.total // BLOCK_SIZE)
+
+
+@dataclass(eq=False)
+class Handle:
+    """One open remote file: where its last read ended and how far ahead it reads."""
+
+    content: Content
+    next_offset: int = 0
+    window: int = 0
+
+
+class Window:
+    """The memory window: recent blocks, least recently used dropped beyond ``budget`` bytes.
+    Readers holding a block keep its buffer alive; the window only stops pointing at it."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.bytes = 0
+        self._blocks: collections.OrderedDict[tuple[str, int], memoryview] = collections.OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> memoryview | None:
+        view = self._blocks.get(key)
+        if view is not None:
+            self._blocks.move_to_end(key)
+        return view
+
+    def put(self, key: tuple[str, int], view: memoryview) -> None:
+        old = self._blocks.pop(key, None)
+        self.bytes += len(view) - (len(old) if old is not None else 0)
+        self._blocks[key] = view
+        while self.bytes > self.budget and len(self._blocks) > 1:
+            _, dropped = self._blocks.popitem(last=False)
+            self.bytes -= len(dropped)
+
+
+class Engine:
+    """Serves reads of every open remote file; fetches run in ``nursery``."""
+
+    def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float],
+                 memory: int = MEMORY_BYTES, readahead: int = READAHEAD_BYTES) -> None:
+        self.cache = cache
+        self.nursery = nursery
+        self.clock = clock
+        self.window = Window(memory)
+        self.readahead_budget = min(readahead, max(cache.max_size // 4, BLOCK_SIZE))
+        self.readahead_pending = 0
+        self._contents: dict[ContentId, Content] = {}
+        self._sizes: collections.OrderedDict[ContentId, int] = collections.OrderedDict()
+
+    # ---- open / size / release -------------------------------------------------------------------
+
+    async def open(self, provider: "Provider", ref: Hashable, key: Hashable, fingerprint: str,
+                   claimed: int | None) -> Handle:
+        """A handle on a content; the first open learns what the disk cache holds of it."""
+        cid = ContentId(provider.name, key, fingerprint)
+        content = self._contents.get(cid)
+        if content is None:
+            content = Content(cid, cid.hash, provider, ref, total=self._sizes.get(cid), claimed=claimed)
+            self._contents[cid] = content
+            on_disk, total = await trio.to_thread.run_sync(self.cache.snapshot, content.hash)
+            content.on_disk |= on_disk
+            if content.total is None and total is not None:
+                self._learned_total(content, total)
+        content.handles += 1
+        return Handle(content, window=0)
+
+    def release(self, handle: Handle) -> None:
+        handle.content.handles -= 1
+        self._drop_if_idle(handle.content)
+
+    def size(self, provider: str, key: Hashable, fingerprint: str) -> int | None:
+        """The verified size of a content, once a fetch (or the cache) has told it."""
+        return self._sizes.get(ContentId(provider, key, fingerprint))
+
+    def _drop_if_idle(self, content: Content) -> None:
+        if content.handles <= 0 and not content.pending and not content.streams:
+            self._contents.pop(content.id, None)
+
+    # ---- reads -----------------------------------------------------------------------------------
+
+    async def read(self, handle: Handle, offset: int, size: int) -> memoryview | bytes:
+        """Exactly ``size`` bytes at ``offset``, fewer only at the end of the file."""
+        content = handle.content
+        if size <= 0 or (content.total is not None and offset >= content.total):
+            return EMPTY
+        first, last = offset // BLOCK_SIZE, (offset + size - 1) // BLOCK_SIZE
+        self._adapt(handle, offset)
+        self._plan(content, first, last, handle.window)
+        end = offset + size
+        parts: list[memoryview] = []
+        for index in range(first, last + 1):
+            view = await self._block(content, index)
+            base = index * BLOCK_SIZE
+            lo, hi = max(offset, base) - base, min(end - base, len(view))
+            if hi > lo:
+                parts.append(view[lo:hi])
+            if len(view) < BLOCK_SIZE or hi < lo:
+                break
+        handle.next_offset = offset + sum(len(p) for p in parts)
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    def _adapt(self, handle: Handle, offset: int) -> None:
+        """The handle's readahead window: a small one at the start, doubled on sequential reads,
+        none after a seek."""
+        if offset == 0 and handle.next_offset == 0:
+            handle.window = max(handle.window, FIRST_WINDOW)
+        elif handle.next_offset - SEQUENTIAL_SLACK <= offset <= handle.next_offset + SEQUENTIAL_SLACK:
+            handle.window = min(max(handle.window, 1) * 2, MAX_WINDOW)
+        else:
+            handle.window = 0
+
+    def _available(self, content: Content, index: int) -> bool:
+        return index in content.pending or self.window.get((content.hash, index)) is not None
+
+    def _plan(self, content: Content, first: int, last: int, window: int) -> None:
+        """Start what ``[first, last]`` lacks, plus readahead up to ``window`` blocks beyond it.
+
+        Readahead is topped up only when less than half a window is left in flight, and then by
+        a whole window, so a sequential reader keeps a few large requests going. While the
+        whole body streams (Range ignored) nothing is fetched: every block is on its way.
+        """
+        if content.streams:
+            return
+        limit = content.blocks()
+        index = first
+        horizon = last + window
+        while index <= horizon and (limit is None or index < limit) and self._available(content, index):
+            index += 1
+        if index > horizon or (limit is not None and index >= limit):
+            return
+        if index > last and index - last - 1 >= max(1, window // 2):
+            return
+        stop = max(index, last + 1) + window
+        if limit is not None:
+            stop = min(stop, limit)
+        elif content.claimed is not None:
+            stop = min(stop, max(last + 1, -(-content.claimed // BLOCK_SIZE)))
+        ahead = self.readahead_budget - self.readahead_pending
+        stop = min(stop, max(last + 1, index + ahead // BLOCK_SIZE))
+        run_start = index
+        while index < stop:
+            from_disk = index in content.on_disk
+            run_start = index
+            while index < stop and not self._available(content, index) and (index in content.on_disk) == from_disk:
+                index += 1
+            if index > run_start:
+                self._start(content, run_start, index, from_disk, readahead=run_start > last)
+            while index < stop and self._available(content, index):
+                index += 1
+
+    def _start(self, content: Content, start: int, end: int, from_disk: bool, *, readahead: bool) -> None:
+        for _ in range(start, end):
+            self.cache.count(hit=from_disk)
+        mine = {index: _Pending() for index in range(start, end)}
+        content.pending.update(mine)
+        held = (end - start) * BLOCK_SIZE if readahead else 0
+        self.readahead_pending += held
+        job = self._load if from_disk else self._fetch
+        self.nursery.start_soon(job, content, start, end, mine, held)
+
+    async def _block(self, content: Content, index: int) -> memoryview:
+        """Block ``index`` (shorter at the end of the file; empty past it)."""
+        deadline = trio.current_time() + content.provider.http.deadline
+        while True:
+            view = self.window.get((content.hash, index))
+            if view is not None:
+                self.cache.count(hit=True)
+                return view
+            pending = content.pending.get(index)
+            if pending is not None:
+                with trio.move_on_at(deadline):
+                    await pending.done.wait()
+                if not pending.done.is_set():
+                    raise RemoteError(f"{content.id.provider}: block {index} did not arrive in time")
+                if pending.error is not None:
+                    raise pending.error
+                assert pending.view is not None
+                return pending.view
+            limit = content.blocks()
+            if limit is not None and index >= limit:
+                return EMPTY
+            if content.streams and index >= content.streamed_to:
+                with trio.move_on_at(deadline):
+                    await content.arrivals.wait()
+                if trio.current_time() >= deadline:
+                    raise RemoteError(f"{content.id.provider}: block {index} did not arrive in time")
+                continue
+            passed = content.streams > 0  # the stream passed it, and it left memory: the disk has it
+            self._start(content, index, index + 1, passed or index in content.on_disk, readahead=False)
+
+    # ---- arrivals (trio thread) ------------------------------------------------------------------
+
+    def _arrived(self, content: Content, index: int, view: memoryview) -> None:
+        self.window.put((content.hash, index), view)
+        if content.streams:
+            content.streamed_to = max(content.streamed_to, index + 1)
+        pending = content.pending.pop(index, None)
+        if pending is not None:
+            pending.view = view
+            pending.done.set()
+        self._wake(content)
+
+    def _wake(self, content: Content) -> None:
+        content.arrivals.set()
+        content.arrivals = trio.Event()
+
+    def _learned_total(self, content: Content, total: int) -> None:
+        """A fetch (or the cache) told the content's true size: the one place it is kept."""
+        if content.total == total:
+            return
+        content.total = total
+        self._sizes[content.id] = total
+        self._sizes.move_to_end(content.id)
+        while len(self._sizes) > 100_000:
+            self._sizes.popitem(last=False)
+        for listener in content.listeners.values():
+            listener(total)
+
+    def _settle(self, content: Content, mine: dict[int, _Pending], error: FsError | None, held: int) -> None:
+        """A fetch or load ended: its waiters still waiting get the error (or, past the end of
+        the file, an empty block); nobody waits forever, and nothing failed is remembered."""
+        self.readahead_pending -= held
+        limit = content.blocks()
+        for index, pending in mine.items():
+            if pending.done.is_set():
+                continue
+            if content.pending.get(index) is pending:
+                del content.pending[index]
+            if limit is not None and index >= limit:
+                pending.view = EMPTY
+            else:
+                pending.error = error or RemoteError(f"{content.id.provider}: block {index} never arrived")
+            pending.done.set()
+        self._wake(content)
+        self._drop_if_idle(content)
+
+    # ---- loads from disk -------------------------------------------------------------------------
+
+    async def _load(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int) -> None:
+        """Blocks from the disk cache; a missing or damaged one is fetched instead."""
+        missing: list[int] = []
+        try:
+            views = await trio.to_thread.run_sync(
+                lambda: [self.cache.load(content.hash, i) for i in range(start, end)], abandon_on_cancel=True)
+            for index, view in zip(range(start, end), views):
+                if view is None:
+                    content.on_disk.discard(index)
+                    missing.append(index)
+                else:
+                    self._arrived(content, index, view)
+        finally:
+            if missing:
+                refetch = {i: mine.pop(i) for i in missing}
+                self.nursery.start_soon(self._fetch, content, missing[0], missing[-1] + 1, refetch, 0)
+            self._settle(content, mine, None, held)
+
+    # ---- fetches ---------------------------------------------------------------------------------
+
+    async def _fetch(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int) -> None:
+        """Fetch blocks ``[start, end)`` (the HTTP layer retries, resumes and re-resolves)."""
+        error: FsError | None = None
+        sink = _BlockSink(self, content, start, end, trio.lowlevel.current_trio_token())
+        try:
+            await content.provider.http.fetch(lambda refresh: self._source(content, refresh),
+                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink)
+        except FsError as exc:
+            error = exc
+            log.debug("%s: fetch of blocks %d-%d failed: %s", content.id.provider, start, end - 1, exc)
+        except Exception as exc:  # noqa: BLE001 - a reader must get EIO, never a hang
+            log.exception("%s: unexpected error while fetching", content.id.provider)
+            error = RemoteError(f"{content.id.provider}: {type(exc).__name__}")
+        finally:
+            sink.closed = True
+            self._count_stream(sink, -1)
+            self._settle(content, mine, error, held)
+
+    @staticmethod
+    def _fetch_end(content: Content, end: int) -> int:
+        """The byte to stop before: the blocks asked for, within the verified size if known."""
+        stop = end * BLOCK_SIZE
+        return stop if content.total is None else min(stop, content.total)
+
+    def _count_stream(self, sink: "_BlockSink", change: int) -> None:
+        """A whole-body stream began (+1) or ended (-1); a fetch that ended counts no more."""
+        if change > 0 and not sink.closed and not sink.counted:
+            sink.counted = True
+            sink.content.streams += 1
+        elif change < 0 and sink.counted:
+            sink.counted = False
+            sink.content.streams -= 1
+            self._drop_if_idle(sink.content)
+        self._wake(sink.content)
+
+    async def _source(self, content: Content, refresh: bool) -> Source:
+        """The remembered URL, or a new one if none yet, about to expire, or refused."""
+        async with content.resolve_lock:
+            source = content.source
+            if refresh or source is None or (source.expires_at is not None
+                                             and source.expires_at - URL_EXPIRY_MARGIN <= self.clock()):
+                try:
+                    source = await content.provider.resolve(content.ref)
+                except FsError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - provider data must not break a read
+                    raise RemoteError(f"{content.id.provider}: cannot resolve ({type(exc).__name__})") from None
+                content.source = source
+            return source
+
+    # ---- whole contents for providers (vm0 archives) ---------------------------------------------
+
+    async def unpacked(self, name: str, provider: "Provider", ref: Hashable, key: Hashable,
+                       fingerprint: str) -> Path:
+        """The archive of ``ref`` unpacked into the cache's tree ``name`` (done once, reused,
+        done again if the cache dropped it). Its bytes come through this engine, so the archive
+        is downloaded once whether it is read as a file, unpacked, or both."""
+        final = self.cache.tree_path(name)
+        if await trio.to_thread.run_sync(final.is_dir):
+            self.cache.touch_tree(name)
+            return final
+        handle = await self.open(provider, ref, key, fingerprint, None)
+        try:
+            stream = ThreadReader(self, handle, trio.lowlevel.current_trio_token())
+            size = await trio.to_thread.run_sync(archive.unpack_once, final, stream, abandon_on_cancel=True)
+        finally:
+            self.release(handle)
+        self.cache.add_tree(name, size)
+        return final
+
+
+class _BlockSink:
+    """Receives one fetch's bytes in a worker thread: a fresh buffer per block, filled in
+    place (``readinto``), handed to the trio thread when complete, queued for the disk.
+    A whole body (the server ignored Range) is taken to its end, every block kept, and the
+    disk queue then waits rather than drops, so the file is not sent again."""
+
+    def __init__(self, engine: Engine, content: Content, start: int, end: int,
+                 token: trio.lowlevel.TrioToken) -> None:
+        self.engine, self.content, self.token = engine, content, token
+        self.wanted_end = end * BLOCK_SIZE
+        self.total: int | None = content.total
+        self.ranged = True
+        self.block = start
+        self.buffer: bytearray | None = None
+        self.filled = 0
+        self.closed = False  # set on the trio thread when the fetch is over
+        self.counted = False  # trio thread: counted as a whole-body stream
+
+    def _report(self, func: Callable[..., None], *args: Any) -> None:
+        if self.closed:
+            return
+        try:
+            self.token.run_sync_soon(func, *args)
+        except trio.RunFinishedError:
+            self.closed = True
+
+    def begin(self, first: int, total: int | None, ranged: bool) -> None:
+        """A response starts at ``first``: where this fetch stopped (a resume within a block),
+        a block boundary, or 0 (a whole body)."""
+        self.ranged = ranged
+        if first != self.block * BLOCK_SIZE + self.filled:
+            if first % BLOCK_SIZE:
+                raise RemoteError(f"{self.content.id.provider}: an answer starting at byte {first}")
+            self.block, self.buffer, self.filled = first // BLOCK_SIZE, None, 0
+        if total is not None:
+            self._learned(total)
+        if not ranged:
+            self._report(self.engine._count_stream, self, 1)
+
+    def _learned(self, total: int) -> None:
+        if total != self.total:
+            self.total = total
+            self._report(self.engine._learned_total, self.content, total)
+            self.engine.cache.learned_total(self.content.hash, total)
+
+    def _expected(self) -> int:
+        if self.total is None:
+            return BLOCK_SIZE
+        return max(0, min(BLOCK_SIZE, self.total - self.block * BLOCK_SIZE))
+
+    def window(self, pos: int) -> memoryview | None:
+        if self.closed or (self.ranged and pos >= self.wanted_end):
+            return None
+        if self.buffer is None:
+            expected = self._expected()
+            if expected == 0:
+                return None
+            self.buffer = bytearray(expected)
+        return memoryview(self.buffer)[self.filled:]
+
+    def wrote(self, pos: int, n: int) -> None:
+        self.filled += n
+        assert self.buffer is not None
+        if self.filled == len(self.buffer):
+            self._deliver()
+
+    def _deliver(self) -> None:
+        assert self.buffer is not None
+        view = memoryview(self.buffer)[:self.filled].toreadonly()
+        self._report(self.engine._arrived, self.content, self.block, view)
+        self.engine.cache.store(self.content.hash, self.block, view, wait=not self.ranged)
+        self.block, self.buffer, self.filled = self.block + 1, None, 0
+
+    def eof(self, pos: int) -> None:
+        if self.buffer is not None and self.filled:
+            self._deliver()
+        self._learned(pos)
+        if not self.ranged:
+            self._report(self.engine._count_stream, self, -1)
+
+
+class ThreadReader(io.RawIOBase):
+    """A content read sequentially from a worker thread, as a raw file (for ``tarfile``)."""
+
+    def __init__(self, engine: Engine, handle: Handle, token: trio.lowlevel.TrioToken) -> None:
+        super().__init__()
+        self.engine, self.handle, self.token = engine, handle, token
+        self.position = 0
+
+    @property
+    def size(self) -> int | None:
+        """The content's size once a read has learned it."""
+        return self.handle.content.total
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = trio.from_thread.run(self.engine.read, self.handle, self.position, len(buffer),
+                                    trio_token=self.token)
+        n = len(data)
+        memoryview(buffer).cast("B")[:n] = data
+        self.position += n
+        return n
