@@ -1,0 +1,132 @@
+"""The network without sockets: the emulator's routes answered in-process, for engine tests.
+
+``InProcessOrigin`` serves a ``World`` (the emulator's data and routes) on two made-up
+origins; ``ApiTransport`` (httpx) and ``ByteTransport`` (the engine's urllib3 seam) call it
+directly, so a core runs against the documented APIs in milliseconds. ``ByteTransport`` can
+fail the k-th call (mountpoint-s3's habit): refuse it, answer a status, or cut its body.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import httpx
+
+from artifactfs.emulator import routes, storage
+from artifactfs.emulator.server import BlobReply, RangeNotSatisfiable, Reply, Request, RequestLog, parse_range
+from artifactfs.emulator.world import World
+from artifactfs.transport import TransportError
+
+API = "http://api.test"
+STORAGE = "http://storage.test"
+
+
+class InProcessOrigin:
+    """The API and storage origins of ``world``, answering parsed requests directly."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        world.api_url, world.storage_url = API, STORAGE
+        self.log = RequestLog()
+        self._api = routes.api_router(world, self.log)
+
+    def base_urls(self) -> dict[str, str]:
+        return {kind: API + declared.base_path for kind, declared in self.world.types.items()}
+
+    def answer(self, url: str, headers: Mapping[str, str]) -> Reply | BlobReply:
+        parts = urllib.parse.urlsplit(url)
+        req = Request("storage" if url.startswith(STORAGE) else "api", "GET", parts.path, parts.query,
+                      {k.lower(): v for k, v in headers.items()})
+        self.log.add({"origin": req.origin, "method": "GET", "path": req.path, "query": req.query,
+                      "headers": req.headers, "status": None, "fault": None, "bytes_sent": 0})
+        return storage.route(self.world, req) if req.origin == "storage" else self._api(req)
+
+
+class ApiTransport(httpx.AsyncBaseTransport):
+    """httpx requests answered by the origin (JSON replies and redirects)."""
+
+    def __init__(self, origin: InProcessOrigin) -> None:
+        self.origin = origin
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        reply = self.origin.answer(str(request.url), dict(request.headers))
+        if isinstance(reply, BlobReply):
+            return httpx.Response(200, content=reply.blob.read_all(), headers={"Content-Type": reply.content_type})
+        return httpx.Response(reply.status, content=reply.body, headers=reply.headers)
+
+
+@dataclass
+class Failure:
+    """What happens to one byte request: ``refuse`` (no connection), ``status`` (answer it),
+    ``cut`` (the body breaks off after ``after`` bytes)."""
+
+    kind: str
+    status: int = 503
+    after: int = 0
+
+
+class _Body:
+    def __init__(self, status: int, headers: dict[str, str], data: memoryview, cut: int | None) -> None:
+        self.status, self.headers = status, headers
+        self._data, self._pos, self._cut = data, 0, cut
+
+    def readinto(self, buffer: memoryview) -> int:
+        if self._cut is not None and self._pos >= self._cut:
+            raise TransportError("body broke off (injected)")
+        end = len(self._data) if self._cut is None else min(len(self._data), self._cut)
+        n = min(len(buffer), end - self._pos)
+        buffer[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class ByteTransport:
+    """Byte requests answered by the origin as a server would: Range → 206/416, or the whole
+    body when the route ignores Range, without a length when it is chunked. ``failures`` maps a
+    call number (1-based) to what goes wrong with it; ``cap`` limits every 206 (servers may)."""
+
+    origin: InProcessOrigin
+    failures: dict[int, Failure] = field(default_factory=dict)
+    cap: int | None = None
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self, url: str, headers: Mapping[str, str], timeout: float) -> _Body:
+        with self._lock:
+            self.calls.append((url, headers.get("Range", "")))
+            failure = self.failures.get(len(self.calls))
+        if failure is not None and failure.kind == "refuse":
+            raise TransportError("connection refused (injected)")
+        if failure is not None and failure.kind == "status":
+            return _Body(failure.status, {}, memoryview(b""), None)
+        reply = self.origin.answer(url, headers)
+        if isinstance(reply, Reply):
+            return _Body(reply.status, {k.lower(): v for k, v in reply.headers.items()}, memoryview(reply.body), None)
+        return self._blob(reply, headers.get("Range"), failure.after if failure else None)
+
+    def _blob(self, reply: BlobReply, wanted: str | None, cut: int | None) -> _Body:
+        total = reply.blob.size
+        headers = {} if not reply.length else {"content-length": str(total)}
+        try:
+            span = parse_range(wanted, total) if wanted and reply.ranges else None
+        except RangeNotSatisfiable:
+            return _Body(416, {"content-range": f"bytes */{total}"}, memoryview(b""), None)
+        if span is None:
+            return _Body(200, headers, memoryview(reply.blob.read_all()), cut)
+        first, last = span
+        if self.cap is not None:
+            last = min(last, first + self.cap - 1)
+        data = memoryview(reply.blob.read(first, last - first + 1))
+        return _Body(206, {"content-range": f"bytes {first}-{last}/{total}", "content-length": str(len(data))},
+                     data, cut)
+
+    def ranges(self, path_contains: str) -> list[str]:
+        """The Range headers of the byte requests whose URL contains ``path_contains``."""
+        return [rng for url, rng in self.calls if path_contains in url]

@@ -1,0 +1,245 @@
+"""The core and its byte engine in-process, against the emulator's routes without sockets.
+
+Each scenario runs in milliseconds: resume after a cut, re-resolve on expiry, single-flight,
+readahead growth, eviction during reads, unknown sizes, capped ranges, whole bodies of a known
+size, a failing cache disk, damaged blocks. A hypothesis test reads random ranges with
+concurrent readers and random failures, and compares every byte with the source.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+import hypothesis.strategies as st
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+
+from artifactfs import blockcache, engine
+from artifactfs.config import load_config
+from artifactfs.core import Core
+from artifactfs.emulator import Emulator, PatternBlob
+from artifactfs.errors import RemoteError
+from artifactfs.providers import SPECS
+from tests.fakes import ApiTransport, ByteTransport, Failure, InProcessOrigin
+
+MIB = 1 << 20
+BLOCK = engine.BLOCK_SIZE
+TASK = "task_big"
+PATH = "data/file.bin"
+
+
+def world_with(size: int, seed: int = 5) -> tuple[Emulator, PatternBlob]:
+    world = Emulator()
+    blob = PatternBlob(size, seed)
+    world.put_sigmic_file(TASK, PATH, blob)
+    return world, blob
+
+
+@asynccontextmanager
+async def running(world: Emulator, tmp_path: Path, transport: ByteTransport | None = None, *,
+                  cache_size: str = "1GiB", timeout: float = 5) -> AsyncIterator[tuple[Core, ByteTransport]]:
+    """A core on ``world`` with its network in-process (and its cache under ``tmp_path``)."""
+    origin = InProcessOrigin(world) if transport is None else transport.origin
+    transport = transport or ByteTransport(origin)
+    lines = ["[mount]", f"timeout = {timeout}", "[cache]", f'dir = "{tmp_path / "cache"}"', f'max_size = "{cache_size}"']
+    info = world.ready_info()
+    for kind, spec in SPECS.items():
+        table = {"base_url": origin.base_urls()[kind], "token": world.tokens[kind], **spec.demo(info)}
+        lines += [f"[providers.{kind}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items())]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("\n".join(lines) + "\n")
+    config_file.chmod(0o600)
+    config = load_config(config_file, environ={})
+    async with Core.running(config, api_transport=ApiTransport(origin), byte_transport=transport) as core:
+        yield core, transport
+
+
+async def read_range(core: Core, path: str, offset: int, size: int) -> bytes:
+    opened = await core.open_path(path)
+    try:
+        return bytes(await core.read(opened.fh, offset, size))
+    finally:
+        core.release(opened.fh)
+
+
+async def read_all(core: Core, path: str, step: int = 128 << 10) -> bytes:
+    """Read sequentially in ``step`` pieces, as the kernel would."""
+    opened = await core.open_path(path)
+    out = bytearray()
+    try:
+        while chunk := bytes(await core.read(opened.fh, len(out), step)):
+            out += chunk
+    finally:
+        core.release(opened.fh)
+    return bytes(out)
+
+
+FILE = f"sigmic/{TASK}/{PATH}"
+
+
+async def test_a_cut_body_resumes_where_it_stopped(tmp_path: Path) -> None:
+    world, blob = world_with(3 * MIB + 77)
+    transport = ByteTransport(InProcessOrigin(world), failures={1: Failure("cut", after=300_000)})
+    async with running(world, tmp_path, transport) as (core, bytes_):
+        assert await read_all(core, FILE) == blob.read_all()
+    assert any(r.startswith("bytes=300000-") for r in bytes_.ranges("/download"))
+
+
+async def test_a_refused_signed_url_is_resolved_again_and_the_read_continues(tmp_path: Path) -> None:
+    world = Emulator()
+    blob = PatternBlob(2 * MIB, 9)
+    world.put_gumloop_artifact("agent_x", "big.bin", blob)
+    transport = ByteTransport(InProcessOrigin(world), failures={1: Failure("status", status=403)})
+    async with running(world, tmp_path, transport) as (core, bytes_):
+        path = "gumloop/agent_x/latest/big.bin"
+        assert await read_all(core, path, step=MIB) == blob.read_all()
+        assert len(bytes_.calls) == 2
+    downloads = [entry for entry in transport.origin.log.entries() if entry["path"].endswith("/download")]
+    assert len(downloads) == 1  # the listed URL first, then one fresh one after the refusal
+
+
+async def test_readers_of_one_block_share_one_fetch(tmp_path: Path) -> None:
+    world, blob = world_with(BLOCK)
+    async with running(world, tmp_path) as (core, transport):
+        results: list[bytes] = []
+
+        async def reader() -> None:
+            results.append(await read_range(core, FILE, 1000, 2000))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(8):
+                nursery.start_soon(reader)
+        assert results == [blob.read(1000, 2000)] * 8
+        assert len(transport.ranges("/download")) == 1
+
+
+async def test_sequential_reads_grow_the_window_and_a_seek_fetches_one_block(tmp_path: Path) -> None:
+    world, blob = world_with(40 * MIB)
+    async with running(world, tmp_path) as (core, transport):
+        assert await read_range(core, FILE, 0, 4096) == blob.read(0, 4096)
+        assert transport.ranges("/download") == [f"bytes=0-{engine.FIRST_WINDOW * BLOCK + BLOCK - 1}"]
+        assert await read_all(core, FILE) == blob.read_all()
+        sizes = [int(r.split("-")[1]) - int(r.split("=")[1].split("-")[0]) + 1 for r in transport.ranges("/download")]
+        assert len(sizes) < 12 and max(sizes) == engine.MAX_WINDOW * BLOCK
+        transport.calls.clear()
+    async with running(world, tmp_path / "other") as (core, transport):
+        opened = await core.open_path(FILE)
+        await core.read(opened.fh, 30 * MIB + 5, 100)
+        core.release(opened.fh)
+        assert transport.ranges("/download") == [f"bytes={30 * MIB // BLOCK * BLOCK}-{(30 * MIB // BLOCK + 1) * BLOCK - 1}"]
+
+
+async def test_blocks_evicted_from_memory_mid_read_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MEMORY_BYTES", 2 * BLOCK)
+    world, blob = world_with(6 * MIB)
+    async with running(world, tmp_path, cache_size="1MiB") as (core, _):
+        results: dict[int, bytes] = {}
+
+        async def reader(n: int) -> None:
+            results[n] = await read_all(core, FILE, step=(n + 1) * 65536)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(4):
+                nursery.start_soon(reader, n)
+        assert all(data == blob.read_all() for data in results.values())
+
+
+async def test_an_unsized_chunked_body_that_ignores_range_is_read_once_exactly(tmp_path: Path) -> None:
+    world = Emulator()
+    data = PatternBlob(5 * MIB + 3, 4).read_all()
+    world.put_plangrep_job("job_unsized", "completed", {"out/a.bin": data})
+    async with running(world, tmp_path) as (core, transport):
+        path = "plangrep/job_unsized/out/a.bin"
+        attrs, _ = await core.stat_path(path)
+        assert attrs.size == 0 and attrs.ttl == 0  # unknown until read
+        assert await read_all(core, path) == data
+        assert (await core.stat_path(path))[0].size == len(data)
+        assert len(transport.ranges("/artifact")) == 1
+
+
+async def test_a_known_size_served_whole_and_chunked_keeps_its_last_block(tmp_path: Path) -> None:
+    """Decompressive transcoding: no length, Range ignored, yet the listing gave the size."""
+    world, blob = world_with(BLOCK * 3 + 1234)
+    world.set(api_chunked=True, api_ignore_range=True)
+    async with running(world, tmp_path) as (core, transport):
+        assert await read_all(core, FILE) == blob.read_all()
+        assert await read_range(core, FILE, 3 * BLOCK, 2000) == blob.read(3 * BLOCK, 2000)
+        assert len(transport.ranges("/download")) == 1
+    async with running(world, tmp_path) as (core, transport):  # again, from the disk cache
+        assert await read_range(core, FILE, 3 * BLOCK, 2000) == blob.read(3 * BLOCK, 2000)
+        assert transport.ranges("/download") == []
+
+
+async def test_a_server_capping_every_range_is_followed_to_the_end(tmp_path: Path) -> None:
+    world, blob = world_with(6 * MIB + 11)
+    transport = ByteTransport(InProcessOrigin(world), cap=1_000_000)
+    async with running(world, tmp_path, transport) as (core, _):
+        assert await read_all(core, FILE, step=MIB) == blob.read_all()
+
+
+async def test_a_full_failing_cache_disk_never_fails_a_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, buffers: list) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "writev", full)
+    world, blob = world_with(3 * MIB)
+    async with running(world, tmp_path) as (core, _):
+        assert await read_all(core, FILE) == blob.read_all()
+        assert await read_all(core, FILE) == blob.read_all()
+
+
+async def test_a_damaged_block_on_disk_is_fetched_again(tmp_path: Path) -> None:
+    world, blob = world_with(2 * BLOCK)
+    async with running(world, tmp_path) as (core, _):
+        assert await read_all(core, FILE) == blob.read_all()
+    files = sorted((tmp_path / "cache" / blockcache.BLOCKS_DIR).rglob("*.*"))
+    assert len(files) == 2
+    raw = bytearray(files[0].read_bytes())
+    raw[-5] ^= 0xFF
+    files[0].write_bytes(raw)
+    async with running(world, tmp_path) as (core, transport):
+        assert await read_all(core, FILE) == blob.read_all()
+        assert len(transport.ranges("/download")) == 1
+
+
+async def test_exhausted_retries_fail_the_read_and_the_next_one_works(tmp_path: Path) -> None:
+    world, blob = world_with(BLOCK)
+    failures = {k: Failure("refuse") for k in range(1, 5)}
+    async with running(world, tmp_path, ByteTransport(InProcessOrigin(world), failures=failures)) as (core, _):
+        with pytest.raises(RemoteError, match="attempts"):
+            await read_range(core, FILE, 0, 100)
+        assert await read_range(core, FILE, 0, 100) == blob.read(0, 100)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(reads=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3 * MIB), st.integers(1, 700_000)),
+                      min_size=1, max_size=24),
+       failures=st.dictionaries(st.integers(1, 12), st.sampled_from(["refuse", "cut", "status"]), max_size=3),
+       size=st.integers(1, 3 * MIB))
+async def test_random_concurrent_reads_with_failures_are_exact(tmp_path_factory: pytest.TempPathFactory,
+                                                               reads: list[tuple[int, int, int]],
+                                                               failures: dict[int, str], size: int) -> None:
+    world, blob = world_with(size, seed=size % 97)
+    transport = ByteTransport(InProcessOrigin(world), failures={
+        k: Failure(kind, after=(k * 7919) % BLOCK) for k, kind in failures.items()})
+    got: dict[int, bytes] = {}
+    async with running(world, tmp_path_factory.mktemp("prop"), transport) as (core, _):
+        handles = [await core.open_path(FILE) for _ in range(4)]
+
+        async def reader(n: int, index: int, offset: int, length: int) -> None:
+            got[n] = bytes(await core.read(handles[index].fh, offset, length))
+
+        async with trio.open_nursery() as nursery:
+            for n, (index, offset, length) in enumerate(reads):
+                nursery.start_soon(reader, n, index, offset, length)
+        for opened in handles:
+            core.release(opened.fh)
+    for n, (_, offset, length) in enumerate(reads):
+        assert got[n] == blob.read(offset, length), (offset, length)
