@@ -72,7 +72,8 @@ def fmt(value: float, unit: str) -> str:
 
 
 class Table:
-    """Renders cells, collecting error messages and run failures as numbered footnotes."""
+    """Renders cells, collecting error messages and run failures as numbered footnotes (one per
+    system and message, shared by the metrics of one case)."""
 
     def __init__(self) -> None:
         self.footnotes: list[str] = []
@@ -87,11 +88,11 @@ class Table:
             return "—"
         if cell.ok:
             text = fmt(cell.value, metric.unit)  # type: ignore[arg-type]
-            return f"{text} {self._note(f'{system}, {metric.key}: {cell.detail}')}" if cell.detail else text
+            return f"{text} {self._note(f'{system}: {cell.detail}')}" if cell.detail else text
         if cell.note == "timeout":
             return f"timeout (~{fmt(cell.value, metric.unit)})" if cell.value is not None else "timeout"
         if cell.note.startswith("error"):
-            return f"error {self._note(f'{system}, {metric.key}: {cell.note}')}"
+            return f"error {self._note(f'{system}: {cell.note}')}"
         return cell.note
 
 

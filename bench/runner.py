@@ -48,11 +48,11 @@ def as_stopped(outcome: Figures | BaseException) -> Figures | CaseStopped:
     return CaseError(text.splitlines()[0][:300] if text else type(outcome).__name__)
 
 
-def failure(stopped: CaseStopped, metric: str, first: bool) -> Cell:
+def failure(stopped: CaseStopped, metric: str) -> Cell:
     """The cell of a metric the case did not measure: a timeout (with its estimate) or an error."""
     if isinstance(stopped, CaseTimeout):
         return Cell(stopped.partial.get(metric), "timeout")
-    return Cell(note=f"error: {stopped}") if first else Cell(note="not run")
+    return Cell(note=f"error: {stopped}")
 
 
 class Runner:
@@ -114,8 +114,7 @@ class Runner:
             done[case.origin_metric] = float(total(hits, case.origin_item).bytes)
         cells = {key: Cell(value) for key, value in done.items()}
         if isinstance(outcome, CaseStopped):
-            rest = [m for m in case.metrics if m not in done]
-            cells.update({m: failure(outcome, m, first=i == 0) for i, m in enumerate(rest)})
+            cells.update({m: failure(outcome, m) for m in case.metrics if m not in done})
         for metric, cell in cells.items():
             self.samples.setdefault(system.name, {}).setdefault(metric, []).append(cell)
 
