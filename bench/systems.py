@@ -306,10 +306,10 @@ class MountSystem(System):
             try:
                 wait_mounted(mountpoint, proc, log)
                 return proc
-            except BenchError:
+            except BaseException as exc:  # Ctrl-C too: the daemon must not outlive the bench
                 unmount(mountpoint)
                 stop_process(proc)
-                if attempt == self.attempts:
+                if not isinstance(exc, BenchError) or attempt == self.attempts:
                     raise
                 time.sleep(RETRY_DELAY)
         raise AssertionError("unreachable")
@@ -435,9 +435,11 @@ class Fsspec(System):
             options, prefixes = {}, {part: self.env.nginx.part_url(part) for part in PARTS}
         command = [sys.executable, "-m", "bench.fsspecrun", "--protocol", self.protocol,
                    "--options", json.dumps(options), "--prefixes", json.dumps(prefixes)]
+        session = WorkerSession(command, self.env.credentials(), self.env.logs / f"{self.slug}-{case.key}.log")
         try:
-            yield WorkerSession(command, self.env.credentials(), self.env.logs / f"{self.slug}-{case.key}.log")
+            yield session
         finally:
+            session.abort()
             shutil.rmtree(cache, ignore_errors=True)
 
 
