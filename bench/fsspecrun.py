@@ -29,9 +29,9 @@ def fsspec_problem(protocol: str) -> str | None:
 
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
-        return f"not available ({exc.name or exc} is not installed)"
+        return f"{exc.name or exc} is not installed"
     except ValueError:
-        return f"not available (no fsspec protocol {protocol})"
+        return f"fsspec has no protocol {protocol}"
     return None
 
 

@@ -105,13 +105,13 @@ def figures_table(mets: list[Metric], results: Results, systems: list[str], tabl
     return lines
 
 
-def targets_table(mets: list[Metric], results: Results, table: Table) -> list[str]:
-    """One line per target whose row was measured."""
+def targets_table(mets: list[Metric], results: Results, systems: list[str], table: Table) -> list[str]:
+    """One line per target whose row and column were part of the run."""
     by_key = {m.key: m for m in mets}
     lines = ["| case | system | figure | target | reference | ratio | result |", "|---|---|---|---|---|---|---|"]
     for target in TARGETS:
         metric = by_key.get(target.metric)
-        if metric is not None:
+        if metric is not None and target.subject in systems:
             lines.append(_target_line(target, metric, results, table))
     return lines
 
@@ -158,7 +158,7 @@ def render(header: list[str], mets: list[Metric], results: Results, systems: lis
     """The whole results.md."""
     table = Table()
     figures = figures_table(mets, results, systems, table)
-    targets = targets_table(mets, results, table)
+    targets = targets_table(mets, results, systems, table)
     parts = [targets_comment(), "", "# artifactfs benchmark", "", *header, "", "## Targets", "", *targets, "",
              "## Figures", "", *figures, ""]
     if table.footnotes:

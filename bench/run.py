@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         available = []
         for system in systems:
             if problem := system.problem():
-                print(f"[{system.name}] {problem}", flush=True)
+                print(f"[{system.name}] not available: {problem}", flush=True)
                 runner.unavailable(system, problem)
             else:
                 available.append(system)

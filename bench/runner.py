@@ -69,9 +69,11 @@ class Runner:
         self.timed_out: set[tuple[str, str]] = set()  # not run again: a repeat would time out too
 
     def unavailable(self, system: System, problem: str) -> None:
+        """Every cell of ``system`` says "not available"; the reason goes into the notes."""
         cells = self.samples.setdefault(system.name, {})
         for metric in [m for case in self.cases if system.runs(case) for m in case.metrics] + ["rss"]:
-            cells[metric] = [Cell(note=problem)]
+            cells[metric] = [Cell(note="not available")]
+        self.env.notes.append(f"{system.name}: not available here ({problem}).")
 
     def run_system(self, system: System, label: str) -> None:
         for case in self.cases:

@@ -1,4 +1,4 @@
-"""The systems compared (the table's columns) and the fresh ``Session`` each gives a case.
+"""The systems compared (the table's columns) and how each sets up a fresh ``Session`` per case.
 
 For a mount: a new daemon process with an empty cache directory, unmounted (``fusermount3 -u
 -z``) and stopped by PID when the case ends. For fsspec: a new Python process. Everything but
@@ -21,16 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import columns
-from .cases import Case, Endpoint, Figures, Settings, Tree
+from .cases import Case, Endpoint, Tree
 from .dataset import PARTS, Dataset, agent
-from .fsspecrun import Outcome, fsspec_problem
+from .fsspecrun import fsspec_problem
 from .gumloopapi import GumloopApi
-from .measure import Deadline
 from .nginx import Nginx
 from .origin import ApiProcess
 from .proc import BenchError, cpu_seconds, peak_rss, stop_process, unmount, wait_mounted
+from .sessions import REPO, ApiSession, CurlSession, Session, TreeSession, WorkerSession
 
-REPO = Path(__file__).resolve().parent.parent
 TOKEN_ENV = "BENCH_GUMLOOP_TOKEN"
 USER_ID_ENV = "BENCH_GUMLOOP_USER_ID"
 RETRY_DELAY = 10.0
@@ -71,91 +70,6 @@ def artifactfs_roots(top: str) -> dict[str, Path]:
     return {part: Path(top, "gumloop", agent(part), "latest") for part in PARTS}
 
 
-class Session(ABC):
-    """One fresh setup for one case."""
-
-    peak_rss: int | None = None
-
-    @abstractmethod
-    def run(self, case: Case, ds: Dataset, settings: Settings, deadline: Deadline) -> Figures | None:
-        """The case's figures, or None when it has no meaning here."""
-
-    def abort(self) -> None:
-        """Make a hung case return."""
-
-    def exited(self, wait: float = 2.0) -> int | None:
-        """The daemon's exit status if it is gone (crashed) within ``wait`` seconds, else None."""
-        return None
-
-
-@dataclass
-class TreeSession(Session):
-    """A directory tree: local disk, or a mount served by ``proc``."""
-
-    tree: Tree
-    proc: subprocess.Popen[bytes] | None = None
-    mountpoint: Path | None = None
-
-    def run(self, case: Case, ds: Dataset, settings: Settings, deadline: Deadline) -> Figures | None:
-        return case.on_files(self.tree, ds, settings, deadline)
-
-    def exited(self, wait: float = 2.0) -> int | None:
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def abort(self) -> None:
-        """Kill the daemon (pending FUSE reads then fail) and unmount."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.mountpoint is not None:
-            unmount(self.mountpoint)
-
-
-@dataclass
-class CurlSession(Session):
-    endpoint: Endpoint
-
-    def run(self, case: Case, ds: Dataset, settings: Settings, deadline: Deadline) -> Figures | None:
-        return case.on_curl(self.endpoint, ds, settings, deadline)
-
-
-@dataclass
-class ApiSession(Session):
-    api: GumloopApi
-
-    def run(self, case: Case, ds: Dataset, settings: Settings, deadline: Deadline) -> Figures | None:
-        return case.on_api(self.api, ds, settings, deadline)
-
-
-@dataclass
-class WorkerSession(Session):
-    """A ``python -m bench.fsspecrun`` process that runs the case and prints its outcome."""
-
-    command: list[str]
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def run(self, case: Case, ds: Dataset, settings: Settings, deadline: Deadline) -> Figures | None:
-        args = [*self.command, "--case", case.key, "--dataset", ds.to_json(),
-                "--settings", json.dumps(settings.__dict__), "--seconds", str(deadline.remaining())]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                                         env=self.env, cwd=REPO)
-        out, _ = self.proc.communicate()
-        outcome = Outcome.parse(out.decode(errors="replace"), self.proc.returncode)
-        self.peak_rss = outcome.rss
-        return outcome.figures()
-
-    def abort(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-
-
 class System(ABC):
     """A column of the table."""
 
@@ -169,7 +83,7 @@ class System(ABC):
         self.env = env
 
     def problem(self) -> str | None:
-        """Why this system cannot run here, or None."""
+        """Why this system cannot run here (its cells then say "not available"), or None."""
         return None
 
     def runs(self, case: Case) -> bool:
@@ -188,7 +102,7 @@ class Curl(System):
     slug = "curl"
 
     def problem(self) -> str | None:
-        return None if shutil.which("curl") else "not available"
+        return None if shutil.which("curl") else "curl is not installed"
 
     @contextmanager
     def session(self, case: Case) -> Iterator[Session]:
@@ -273,7 +187,7 @@ class MountSystem(System):
 
     def problem(self) -> str | None:
         if shutil.which(self.tool) is None:
-            return "not available"
+            return f"{self.tool} is not installed"
         return fuse_problem()
 
     @contextmanager
@@ -348,7 +262,7 @@ class ArtifactFSNoXattrs(ArtifactFS):
     def problem(self) -> str | None:
         usage = subprocess.run([sys.executable, "-m", "artifactfs", "mount", "--help"], capture_output=True,
                                text=True, cwd=REPO).stdout
-        return None if "--no-xattrs" in usage else "not available"
+        return None if "--no-xattrs" in usage else "`artifactfs mount` has no --no-xattrs"
 
 
 class BareFuse(MountSystem):
