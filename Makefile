@@ -5,6 +5,7 @@ PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := fuse3 libfuse3-dev pkg-config attr python3-venv gcc python3-dev
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: bootstrap system-deps demo test bench clean
 
@@ -30,8 +31,13 @@ demo: bootstrap
 test: bootstrap
 	$(VENV)/bin/pytest
 
-# Full sizes (~10 min on 2 cores); `make bench BENCH_ARGS=--quick` for a smoke run. Writes bench/results.md.
-bench: bootstrap
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	touch $@
+
+# Full sizes, 3 runs per cell (~15 min on 2 cores); `make bench BENCH_ARGS=--quick` for a smoke run.
+# Writes bench/results.md.
+bench: bootstrap $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
 
 clean:

@@ -1,7 +1,9 @@
-"""The benchmark's files: one big file, a directory of small files, a directory of 1 MiB files.
+"""The benchmark's files, in three parts: one big file, 10,000 small files, 200 files of 1 MiB.
 
-Every byte is deterministic (``PatternBlob``/``BytesBlob``), so the origin process, the
-local-disk copy and the checks in the cases all derive the same content from the sizes alone.
+Each part is a directory on nginx (``/big/big.bin``, ``/small/f00000.txt``, ``/mib/m0000.bin``)
+and a Gumloop agent in the emulator (``benchbig``, ``benchsmall``, ``benchmib``), so a case lists
+only the part it reads. Every byte is deterministic (``PatternBlob``/``BytesBlob``): the files
+nginx serves, the emulator's sizes and the checks in the cases all derive from the sizes alone.
 """
 
 from __future__ import annotations
@@ -18,15 +20,38 @@ from artifactfs.emulator.blobs import Blob
 
 MIB = 1 << 20
 GIB = 1 << 30
-TASK = "bench"
-BIG = "big.bin"
-SMALL_DIR = "small"
-MIB_DIR = "mib"
+PARTS = ("big", "small", "mib")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One file: the part (directory, agent) it is in and its name."""
+
+    part: str
+    name: str
+
+    @property
+    def path(self) -> str:
+        """Its path on nginx and on local disk, relative to the tree's root."""
+        return f"{self.part}/{self.name}"
+
+    @property
+    def artifact_id(self) -> str:
+        """A fixed Gumloop artifact id, so the emulator's storage URLs name the file."""
+        return f"art_{self.part}_{self.name.split('.')[0]}"
+
+
+BIG = Item("big", "big.bin")
+
+
+def agent(part: str) -> str:
+    """The Gumloop agent holding ``part``."""
+    return f"bench{part}"
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Sizes of the three parts (the layout is fixed: ``big.bin``, ``small/``, ``mib/``)."""
+    """Sizes of the three parts (names are fixed: ``big.bin``, ``fNNNNN.txt``, ``mNNNN.bin``)."""
 
     big_size: int = GIB
     small_count: int = 10_000
@@ -46,17 +71,17 @@ class Dataset:
         return cls(**json.loads(text))
 
     def describe(self) -> str:
-        return (f"{BIG} {self.big_size / MIB:g} MiB; {SMALL_DIR}/ {self.small_count} × {self.small_size} B; "
-                f"{MIB_DIR}/ {self.mib_count} × {self.mib_size / MIB:g} MiB")
+        return (f"{BIG.path} {self.big_size / MIB:g} MiB; small/ {self.small_count:,} × {self.small_size} B; "
+                f"mib/ {self.mib_count} × {self.mib_size / MIB:g} MiB")
 
     def big(self) -> Blob:
         return PatternBlob(self.big_size, seed=1)
 
-    def small_paths(self) -> list[str]:
-        return [f"{SMALL_DIR}/f{i:05d}.txt" for i in range(self.small_count)]
+    def small_items(self) -> list[Item]:
+        return [Item("small", f"f{i:05d}.txt") for i in range(self.small_count)]
 
-    def mib_paths(self) -> list[str]:
-        return [f"{MIB_DIR}/m{i:04d}.bin" for i in range(self.mib_count)]
+    def mib_items(self) -> list[Item]:
+        return [Item("mib", f"m{i:04d}.bin") for i in range(self.mib_count)]
 
     def small(self, index: int) -> Blob:
         """Distinct text of exactly ``small_size`` bytes (cheap: no pattern block per file)."""
@@ -66,27 +91,26 @@ class Dataset:
     def mib(self, index: int) -> Blob:
         return PatternBlob(self.mib_size, seed=100 + index)
 
-    def files(self) -> Iterator[tuple[str, Blob]]:
-        """Every file as (path relative to the dataset root, content)."""
+    def files(self) -> Iterator[tuple[Item, Blob]]:
+        """Every file with its content."""
         yield BIG, self.big()
-        for i, path in enumerate(self.small_paths()):
-            yield path, self.small(i)
-        for i, path in enumerate(self.mib_paths()):
-            yield path, self.mib(i)
+        for i, item in enumerate(self.small_items()):
+            yield item, self.small(i)
+        for i, item in enumerate(self.mib_items()):
+            yield item, self.mib(i)
 
-    def blob(self, path: str) -> Blob:
-        """The content of one file by its relative path."""
-        if path == BIG:
+    def blob(self, item: Item) -> Blob:
+        """The content of one file."""
+        if item == BIG:
             return self.big()
-        directory, _, name = path.partition("/")
-        index = int(name[1:].split(".")[0])
-        return self.small(index) if directory == SMALL_DIR else self.mib(index)
+        index = int(item.name[1:].split(".")[0])
+        return self.small(index) if item.part == "small" else self.mib(index)
 
 
 def write_tree(dataset: Dataset, root: Path) -> None:
-    """Write every file under ``root`` (the local-disk reference) and flush it to disk."""
-    for path, blob in dataset.files():
-        target = root / path
+    """Write every file under ``root`` (``root/<part>/<name>``) and flush it to disk."""
+    for item, blob in dataset.files():
+        target = root / item.path
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as out:
             for chunk in blob.chunks(0, blob.size):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -12,13 +13,22 @@ class Cell:
 
     value: float | None = None
     note: str = ""  # "" (a real figure), "timeout", "error: ...", "not available", "n/a"
+    detail: str = ""  # a footnote on a figure, e.g. runs that failed
 
     @property
     def ok(self) -> bool:
         return self.value is not None and not self.note
 
 
-NA = Cell(note="n/a")
+def combine(samples: list[Cell]) -> Cell:
+    """The cell of repeated runs: the median of the runs that gave a figure, with a footnote
+    counting those that did not; the first failure when none did."""
+    values = [c.value for c in samples if c.ok]
+    failed = [c for c in samples if not c.ok]
+    if not values:
+        return failed[0]
+    detail = f"{len(failed)} of {len(samples)} runs failed, first: {failed[0].note}" if failed else ""
+    return Cell(statistics.median(values), detail=detail)  # type: ignore[type-var]
 
 
 class CaseStopped(Exception):

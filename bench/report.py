@@ -1,120 +1,63 @@
-"""The results as markdown: one row per metric, one column per system, ratios and targets."""
+"""The results as markdown: the figures (one row per metric, one column per system), the
+targets (each with its figures, ratio and PASS/MISS), origin traffic and notes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from .cases import Settings
 from .dataset import MIB, Dataset
 from .measure import Cell
-from .origin import Traffic
-
-ARTIFACTFS = "artifactfs"
-CURL_REF = "curl (sigmic API)"  # the URL artifactfs itself reads
-RCLONE = ("rclone full", "rclone off")
+from .targets import TARGETS, Results, Target, evaluate
+from .traffic import Traffic
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A row. The best anchor is the one best at ``best_by`` (default: this metric)."""
+    """A row of the figures table."""
 
     key: str
     label: str
-    unit: str  # "MB/s", "ms", "bytes"
+    unit: str  # "MB/s", "ms", "ops/s", "s/GiB", "bytes"
     higher_better: bool
-    best_by: str | None = None
+    short: str  # the name in the targets table
 
 
-def metrics(ds: Dataset, random_reads: int, readers: int) -> list[Metric]:
+def metrics(ds: Dataset, s: Settings) -> list[Metric]:
     big = f"{ds.big_size / MIB:g} MiB"
+    small = f"{ds.small_count:,}"
     return [
-        Metric("seq_cold", f"cold sequential read, {big}, 1 MiB blocks", "MB/s", True),
-        Metric("seq_warm", "warm re-read, same mount", "MB/s", True),
-        Metric("head_ms", f"`head -c 4096` of the {big} file, fresh mount", "ms", False),
-        Metric("head_bytes", "… bytes the origin served for it", "bytes", False, best_by="head_ms"),
-        Metric("rand_ms", f"{random_reads} random 4 KiB `pread`s, fresh mount", "ms", False),
-        Metric("rand_bytes", "… bytes the origin served for them", "bytes", False, best_by="rand_ms"),
-        Metric("ls_cold", f"`ls -l` of {ds.small_count:,} files, fresh mount", "ms", False),
-        Metric("ls_warm", "`ls -l` again, same mount", "ms", False),
-        Metric("par_mbs", f"{ds.mib_count} × {ds.mib_size / MIB:g} MiB files, {readers} parallel readers", "MB/s", True),
-        Metric("rss", "peak RSS of the daemon (highest VmHWM of its cases, children included)", "bytes", False),
+        Metric("seq_cold", f"cold sequential read, {big}, 1 MiB blocks", "MB/s", True, "cold sequential read"),
+        Metric("cpu_gib", "… CPU time of the daemon (or fsspec process) per GiB of it", "s/GiB", False,
+               "CPU per GiB read cold"),
+        Metric("seq_warm", "warm re-read, same mount (fsspec: same process)", "MB/s", True, "warm re-read"),
+        Metric("head_ms", f"`head -c 4096` of the {big} file, fresh mount", "ms", False, "`head -c 4096` time"),
+        Metric("head_bytes", "… bytes the origin served for it", "bytes", False, "`head -c 4096` origin bytes"),
+        Metric("rand_ms", f"{s.random_reads} random 4 KiB reads, fresh mount", "ms", False, "random 4 KiB reads, time"),
+        Metric("rand_ops", "… as reads per second", "ops/s", True, "random 4 KiB reads per second"),
+        Metric("rand_bytes", "… bytes the origin served for them", "bytes", False, "random reads' origin bytes"),
+        Metric("ls_cold", f"`ls -l` of {small} files, fresh mount", "ms", False, "`ls -l` cold"),
+        Metric("ls_warm", "`ls -l` again, same mount", "ms", False, "`ls -l` warm"),
+        Metric("list_ms", f"first `ls` of the {small} files, fresh mount (API alone: its pages)", "ms", False,
+               "first `ls` (listing)"),
+        Metric("par_mbs", f"{ds.mib_count} × {ds.mib_size / MIB:g} MiB files, {s.readers} parallel readers", "MB/s",
+               True, f"{ds.mib_count} × 1 MiB, {s.readers} readers"),
+        Metric("rss", "peak RSS of the daemon over the run (highest VmHWM, children included)", "bytes", False,
+               "peak RSS"),
     ]
 
 
-@dataclass(frozen=True)
-class Target:
-    """An issue #4 target for artifactfs on one row."""
-
-    text: str
-    passes: Callable[[float, Cell | None, dict[str, Cell]], bool | None]  # (afs, best anchor, row)
-
-
-def _ratio(bound: float, at_least: bool, strict: bool = False) -> Callable[[float, Cell | None, dict[str, Cell]], bool | None]:
-    def passes(afs: float, best: Cell | None, row: dict[str, Cell]) -> bool | None:
-        if best is None or not best.ok or not best.value:
-            return None
-        ratio = afs / best.value
-        if strict:
-            return ratio > bound if at_least else ratio < bound
-        return ratio >= bound if at_least else ratio <= bound
-
-    return passes
-
-
-def _at_most(limit: float) -> Callable[[float, Cell | None, dict[str, Cell]], bool | None]:
-    return lambda afs, best, row: afs <= limit
-
-
-def _faster_than_rclone(afs: float, best: Cell | None, row: dict[str, Cell]) -> bool | None:
-    rclone = [row[name].value for name in RCLONE if name in row and row[name].ok]
-    return afs < min(rclone) if rclone else None  # type: ignore[type-var]
-
-
-TARGETS: dict[str, Target] = {
-    "seq_cold": Target("≥ 1.3× best anchor", _ratio(1.3, at_least=True)),
-    "seq_warm": Target("≥ 1.2× best anchor", _ratio(1.2, at_least=True)),
-    "head_ms": Target("faster than rclone", _faster_than_rclone),
-    "head_bytes": Target("≤ 4 MiB", _at_most(4 * MIB)),
-    "rand_ms": Target("≥ 2× best anchor's speed (time ≤ 0.5×)", _ratio(0.5, at_least=False)),
-    "rand_bytes": Target("fewer than that anchor", _ratio(1.0, at_least=False, strict=True)),
-    "ls_cold": Target("time ≤ 0.5× best anchor", _ratio(0.5, at_least=False)),
-    "ls_warm": Target("time ≤ 1.2× best anchor", _ratio(1.2, at_least=False)),
-    "par_mbs": Target("≥ 2× best anchor", _ratio(2.0, at_least=True)),
-    "rss": Target("≤ 150 MiB", _at_most(150 * MIB)),
-}
-
-TARGETS_COMMENT = """<!--
-Targets from issue #4 (artifactfs against the best anchor mount of one run: the best of
-rclone full / rclone off / httpdirfs cache / httpdirfs no-cache on that row):
-  - cold sequential read    >= 1.3x the best anchor's throughput
-  - warm re-read            >= 1.2x the best anchor's throughput
-  - head -c 4096            faster than rclone, and <= 4 MiB served by the origin
-  - random 4 KiB reads      >= 2x the best anchor's speed, with fewer origin bytes than it
-  - 200 x 1 MiB, 8 readers  >= 2x the best anchor's throughput
-  - ls -l of 10,000 files   cold <= 0.5x and warm <= 1.2x the best anchor's time
-  - peak RSS                <= 150 MiB
-Generated by `make bench` (bench/run.py); do not edit by hand.
--->"""
-
-
-READING_NOTES = [
-    "Origin bytes are what the emulator wrote to its sockets: a client that drops a ranged response "
-    "(rclone seeking) is charged for what the kernel had already buffered, up to a few MiB per connection.",
-    "`timeout (~x)` is an estimate from the part that finished in time; it never counts as the best anchor. "
-    "`error [n]`: see the footnote (a daemon that died is named there).",
-    "`head -c` and `ls -l` times include starting the tool (a few ms here, the same for every column).",
-]
-
-
-def best_anchor(metric: Metric, by: Metric, results: dict[str, dict[str, Cell]],
-                anchors: list[str]) -> tuple[str, Cell] | None:
-    """The anchor best at ``by`` (``metric`` itself, or the case it belongs to), and its ``metric`` cell."""
-    candidates = [(name, results[name][by.key].value) for name in anchors if results[name].get(by.key, Cell()).ok]
-    if not candidates:
-        return None
-    pick = max if by.higher_better else min
-    name = pick(candidates, key=lambda c: c[1])[0]  # type: ignore[arg-type, return-value]
-    return name, results[name].get(metric.key, Cell(note="n/a"))
+def targets_comment() -> str:
+    """The header of results.md: the targets, generated from the same list that judges them."""
+    lines = [f"  - {t.metric:<10} {t.subject:<20} {t.text}" for t in TARGETS]
+    return "\n".join([
+        "<!--",
+        "Release targets (the best anchor is the best of rclone full / rclone off / httpdirfs cache /",
+        "httpdirfs no-cache in that row of one run; every cell is the median of --repeat runs):",
+        *lines,
+        "Generated by `make bench` (bench/run.py); do not edit by hand.",
+        "-->",
+    ])
 
 
 def fmt(value: float, unit: str) -> str:
@@ -123,86 +66,104 @@ def fmt(value: float, unit: str) -> str:
             if value >= scale:
                 return f"{value / scale:.1f} {suffix}"
         return f"{value:.0f} B"
+    if unit == "s/GiB":
+        return f"{value:.2f}"
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
 class Table:
-    """Renders cells, collecting error messages as numbered footnotes."""
+    """Renders cells, collecting error messages and run failures as numbered footnotes (one per
+    system and message, shared by the metrics of one case)."""
 
     def __init__(self) -> None:
         self.footnotes: list[str] = []
+
+    def _note(self, text: str) -> str:
+        if text not in self.footnotes:
+            self.footnotes.append(text)
+        return f"[{self.footnotes.index(text) + 1}]"
 
     def cell(self, system: str, metric: Metric, cell: Cell | None) -> str:
         if cell is None:
             return "—"
         if cell.ok:
-            return fmt(cell.value, metric.unit)  # type: ignore[arg-type]
+            text = fmt(cell.value, metric.unit)  # type: ignore[arg-type]
+            return f"{text} {self._note(f'{system}: {cell.detail}')}" if cell.detail else text
         if cell.note == "timeout":
             return f"timeout (~{fmt(cell.value, metric.unit)})" if cell.value is not None else "timeout"
         if cell.note.startswith("error"):
-            self.footnotes.append(f"{system}, {metric.key}: {cell.note}")
-            return f"error [{len(self.footnotes)}]"
+            return f"error {self._note(f'{system}: {cell.note}')}"
         return cell.note
 
 
-def _ratio_text(afs: Cell | None, other: Cell | None) -> str:
-    if afs is None or other is None or not afs.ok or not other.ok or not other.value:
-        return "—"
-    return f"{afs.value / other.value:.2f}×"  # type: ignore[operator]
-
-
-def main_table(mets: list[Metric], results: dict[str, dict[str, Cell]], systems: list[str],
-               anchors: list[str]) -> tuple[list[str], list[str]]:
-    """The markdown lines of the main table, and its footnotes."""
-    table = Table()
-    head = ["case", "unit", *systems, "afs / curl", "afs / best anchor", "target", "result"]
+def figures_table(mets: list[Metric], results: Results, systems: list[str], table: Table) -> list[str]:
+    head = ["case", "unit", *systems]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    by_key = {m.key: m for m in mets}
     for m in mets:
-        row = {name: results[name][m.key] for name in systems if m.key in results[name]}
-        afs = row.get(ARTIFACTFS)
-        best = best_anchor(m, by_key[m.best_by or m.key], results, anchors)
-        cells = [table.cell(name, m, row.get(name)) for name in systems]
-        anchor_ratio = f"{_ratio_text(afs, best[1])} ({best[0]})" if best and _ratio_text(afs, best[1]) != "—" else "—"
-        target = TARGETS.get(m.key)
-        verdict = _verdict(target, afs, best[1] if best else None, row) if target else ""
-        unit = "B" if m.unit == "bytes" else m.unit
-        lines.append("| " + " | ".join([m.label, unit, *cells, _ratio_text(afs, row.get(CURL_REF)), anchor_ratio,
-                                         target.text if target else "", verdict]) + " |")
-    return lines, table.footnotes
+        cells = [table.cell(name, m, results[name].get(m.key)) for name in systems]
+        lines.append("| " + " | ".join([m.label, "B" if m.unit == "bytes" else m.unit, *cells]) + " |")
+    return lines
 
 
-def _verdict(target: Target, afs: Cell | None, best: Cell | None, row: dict[str, Cell]) -> str:
-    if afs is None:
-        return "—"
-    if not afs.ok:
-        return "MISS"
-    outcome = target.passes(afs.value, best, row)  # type: ignore[arg-type]
-    return "n/a" if outcome is None else ("PASS" if outcome else "MISS")
+def targets_table(mets: list[Metric], results: Results, systems: list[str], table: Table) -> list[str]:
+    """One line per target whose row and column were part of the run."""
+    by_key = {m.key: m for m in mets}
+    lines = ["| case | system | figure | target | reference | ratio | result |", "|---|---|---|---|---|---|---|"]
+    for target in TARGETS:
+        metric = by_key.get(target.metric)
+        if metric is not None and target.subject in systems:
+            lines.append(_target_line(target, metric, results, table))
+    return lines
+
+
+def _target_line(target: Target, metric: Metric, results: Results, table: Table) -> str:
+    v = evaluate(target, results, metric.higher_better)
+    figure = table.cell(target.subject, metric, v.subject) if v.subject else "not available"
+    reference = v.reference
+    if v.reference_cell is not None:
+        reference = f"{v.reference}: {table.cell(v.reference, metric, v.reference_cell)}"
+    ratio = f"{v.ratio:.2f}×" if v.ratio is not None else "—"
+    return f"| {metric.short} | {target.subject} | {figure} | {target.text} | {reference} | {ratio} | {v.result} |"
 
 
 def traffic_table(traffic: dict[tuple[str, str], Traffic], systems: list[str], case_keys: list[str]) -> list[str]:
-    """Requests and bytes the origin served per case, listings and HEADs included (local disk left out)."""
-    systems = [name for name in systems if any(t.requests for (n, _), t in traffic.items() if n == name)]
+    """Requests and bytes the byte origin served per case, listings and HEADs included, and the
+    Gumloop API calls beside them (systems that never reached an origin are left out)."""
+    systems = [n for n in systems if any(t.requests or t.api_calls for (s, _), t in traffic.items() if s == n)]
     lines = ["| case | " + " | ".join(systems) + " |", "|" + "---|" * (len(systems) + 1)]
     for key in case_keys:
         cells = []
         for name in systems:
             t = traffic.get((name, key))
-            cells.append(f"{t.requests:,} / {fmt(t.bytes, 'bytes')}" if t else "—")
+            text = f"{t.requests:,} / {fmt(t.bytes, 'bytes')}" if t else "—"
+            cells.append(f"{text} + {t.api_calls:,} API" if t and t.api_calls else text)
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return lines
 
 
-def render(header: list[str], mets: list[Metric], results: dict[str, dict[str, Cell]], systems: list[str],
-           anchors: list[str], traffic: dict[tuple[str, str], Traffic], case_keys: list[str],
-           notes: list[str]) -> str:
+READING_NOTES = [
+    "Origin bytes are what nginx logged as sent (`$body_bytes_sent`): a client that drops a ranged "
+    "response (rclone seeking) is charged for what nginx had already written, up to a few MiB per connection.",
+    "`timeout (~x)` is an estimate from the part that finished in time; it never counts as a reference. "
+    "`error [n]`: see the footnote (a daemon that died is named there).",
+    "`head -c` and `ls` times include starting the tool (a few ms here, the same for every column).",
+    "The fsspec columns read with `open` + `readinto` (1 MiB) sequentially, `cat_file` with a 4 KiB "
+    "range for random reads, and `cat_file` of each 1 MiB file from 8 threads; their RSS and CPU are "
+    "those of the reading process itself.",
+]
+
+
+def render(header: list[str], mets: list[Metric], results: Results, systems: list[str],
+           traffic: dict[tuple[str, str], Traffic], case_keys: list[str], notes: list[str]) -> str:
     """The whole results.md."""
-    table, footnotes = main_table(mets, results, systems, anchors)
-    parts = [TARGETS_COMMENT, "", "# artifactfs benchmark", "", *header, "", *table, ""]
-    if footnotes:
-        parts += [f"[{i}] {text}" for i, text in enumerate(footnotes, 1)] + [""]
-    parts += ["## Origin traffic per case (requests / bytes served, listings and HEADs included)", "",
+    table = Table()
+    figures = figures_table(mets, results, systems, table)
+    targets = targets_table(mets, results, systems, table)
+    parts = [targets_comment(), "", "# artifactfs benchmark", "", *header, "", "## Targets", "", *targets, "",
+             "## Figures", "", *figures, ""]
+    if table.footnotes:
+        parts += [f"[{i}] {text}" for i, text in enumerate(table.footnotes, 1)] + [""]
+    parts += ["## Origin traffic per case (requests / bytes served by the byte origin, + Gumloop API calls)", "",
               *traffic_table(traffic, systems, case_keys), ""]
     parts += ["## Notes", "", *(f"- {note}" for note in [*READING_NOTES, *notes]), ""]
     return "\n".join(parts)

@@ -1,11 +1,14 @@
-"""The systems compared: ``curl``, local disk, artifactfs, and the anchor mounts (rclone, httpdirfs).
+"""The systems compared (the table's columns) and how each sets up a fresh ``Session`` per case.
 
-Each gives a fresh ``Session`` per case: for a mount, a new mount point process with an empty
-cache directory, unmounted (``fusermount3 -u -z``) and stopped by PID when the case ends.
+For a mount: a new daemon process with an empty cache directory, unmounted (``fusermount3 -u
+-z``) and stopped by PID when the case ends. For fsspec: a new Python process. Everything but
+artifactfs reads nginx directly; artifactfs lists and resolves through the emulator's Gumloop
+API and reads the bytes its signed URLs point to.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,60 +20,54 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cases import Case, Endpoint, Figures, Settings
-from .dataset import TASK, Dataset
-from .measure import Deadline
-from .origin import OriginProcess
-from .proc import BenchError, peak_rss, stop_process, unmount, wait_mounted
+from . import columns
+from .cases import Case, Endpoint, Tree
+from .dataset import PARTS, Dataset, agent
+from .fsspecrun import fsspec_problem
+from .gumloopapi import GumloopApi
+from .nginx import Nginx
+from .origin import ApiProcess
+from .proc import BenchError, cpu_seconds, peak_rss, stop_process, unmount, wait_mounted
+from .sessions import REPO, ApiSession, CurlSession, Session, TreeSession, WorkerSession
 
-REPO = Path(__file__).resolve().parent.parent
-TOKEN_ENV = "BENCH_SIGMIC_TOKEN"
+TOKEN_ENV = "BENCH_GUMLOOP_TOKEN"
+USER_ID_ENV = "BENCH_GUMLOOP_USER_ID"
 RETRY_DELAY = 10.0
 
 
 @dataclass
 class Env:
-    """What every system needs: the origin, the dataset, and where to put files."""
+    """What every system needs: the two origins, the dataset, and where to put files."""
 
-    origin: OriginProcess
+    nginx: Nginx
+    api: ApiProcess
     dataset: Dataset
     workdir: Path
     logs: Path
     local_tree: Path
     notes: list[str] = field(default_factory=list)
 
+    def gumloop(self) -> GumloopApi:
+        return GumloopApi(self.api.base_url, self.api.token, self.api.user_id)
 
-@dataclass
-class Session:
-    """One fresh setup for one case: a tree to read, or an endpoint for curl."""
+    def credentials(self) -> dict[str, str]:
+        """The environment with the Gumloop key artifactfs's config names."""
+        return {**os.environ, TOKEN_ENV: self.api.token, USER_ID_ENV: self.api.user_id}
 
-    root: Path | None = None
-    endpoint: Endpoint | None = None
-    proc: subprocess.Popen[bytes] | None = None
-    mountpoint: Path | None = None
-    peak_rss: int | None = None
+    def artifactfs_config(self) -> Path:
+        path = self.workdir / "artifactfs.toml"
+        agents = ", ".join(f'"{agent(part)}"' for part in PARTS)
+        path.write_text("\n".join([
+            "[mount]", "listing_ttl = 60", "",
+            "[providers.gumloop]", f'base_url = "{self.api.base_url}"', f'token_env = "{TOKEN_ENV}"',
+            f'user_id_env = "{USER_ID_ENV}"', f"agents = [{agents}]", "",
+        ]))
+        return path
 
-    def run(self, case: Case, ds: Dataset, settings: Settings, deadline: Deadline) -> Figures:
-        if self.endpoint is not None:
-            return case.on_curl(self.endpoint, ds, settings, deadline)
-        assert self.root is not None
-        return case.on_files(self.root, ds, settings, deadline)
 
-    def exited(self, wait: float = 2.0) -> int | None:
-        """The daemon's exit status if it is gone (crashed) within ``wait`` seconds, else None."""
-        if self.proc is None:
-            return None
-        try:
-            return self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def abort(self) -> None:
-        """Make a hung case return: kill the daemon (pending FUSE reads then fail) and unmount."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-        if self.mountpoint is not None:
-            unmount(self.mountpoint)
+def artifactfs_roots(top: str) -> dict[str, Path]:
+    """Each part's directory under an artifactfs root: ``gumloop/<agent>/latest``."""
+    return {part: Path(top, "gumloop", agent(part), "latest") for part in PARTS}
 
 
 class System(ABC):
@@ -80,13 +77,17 @@ class System(ABC):
     slug: str
     anchor = False  # one of the mounts artifactfs is compared with
     daemon = False  # has a process whose RSS is reported
+    cases: frozenset[str] | None = None  # the cases it runs (None: all)
 
     def __init__(self, env: Env) -> None:
         self.env = env
 
     def problem(self) -> str | None:
-        """Why this system cannot run here, or None."""
+        """Why this system cannot run here (its cells then say "not available"), or None."""
         return None
+
+    def runs(self, case: Case) -> bool:
+        return self.cases is None or case.key in self.cases
 
     @abstractmethod
     @contextmanager
@@ -95,39 +96,44 @@ class System(ABC):
 
 
 class Curl(System):
-    """``curl`` on the URLs: Sigmic's download endpoint with the token, or the static tree."""
+    """``curl`` on nginx: the floor for bytes."""
 
-    def __init__(self, env: Env, sigmic: bool) -> None:
-        super().__init__(env)
-        self.sigmic = sigmic
-        self.name = "curl (sigmic API)" if sigmic else "curl (static)"
-        self.slug = "curl-sigmic" if sigmic else "curl-static"
+    name = columns.CURL
+    slug = "curl"
 
     def problem(self) -> str | None:
         return None if shutil.which("curl") else "curl is not installed"
 
-    def endpoint(self) -> Endpoint:
-        origin, scratch = self.env.origin, self.env.workdir
-        if self.sigmic:
-            return Endpoint(origin.sigmic_url, lambda _dir: origin.sigmic_listing_url(),
-                            (f"Authorization: Bearer {origin.token}",), scratch)
-        return Endpoint(origin.static_url, lambda d: origin.static_url(d) + "/", (), scratch)
-
     @contextmanager
     def session(self, case: Case) -> Iterator[Session]:
-        yield Session(endpoint=self.endpoint())
+        nginx = self.env.nginx
+        yield CurlSession(Endpoint(nginx.url, nginx.part_url, self.env.workdir))
 
 
 class LocalDisk(System):
-    """The dataset copied to a local directory; the page cache is dropped before each case."""
+    """The files nginx serves, read where they are. The page cache is dropped before each case
+    and the tree read back into it afterwards, so nginx serves every other system from memory."""
 
-    name = "local disk"
+    name = columns.LOCAL
     slug = "local"
 
     @contextmanager
     def session(self, case: Case) -> Iterator[Session]:
         drop_page_cache(self.env.notes)
-        yield Session(root=self.env.local_tree)
+        try:
+            yield TreeSession(Tree({part: self.env.local_tree / part for part in PARTS}))
+        finally:
+            read_back(self.env.local_tree)
+
+
+def read_back(root: Path) -> None:
+    """Read every file under ``root`` once, into the page cache."""
+    buf = bytearray(1 << 20)
+    for path in root.rglob("*"):
+        if path.is_file():
+            with open(path, "rb", buffering=0) as f:
+                while f.readinto(buf):
+                    pass
 
 
 def drop_page_cache(notes: list[str]) -> None:
@@ -140,6 +146,18 @@ def drop_page_cache(notes: list[str]) -> None:
         note = f"page cache not dropped for local disk ({exc.strerror}): its cold figures are warm"
         if note not in notes:
             notes.append(note)
+
+
+class ApiAlone(System):
+    """The Gumloop API's pages fetched by a plain loop: the floor of listing."""
+
+    name = columns.API
+    slug = "api"
+    cases = frozenset({"list"})
+
+    @contextmanager
+    def session(self, case: Case) -> Iterator[Session]:
+        yield ApiSession(self.env.gumloop())
 
 
 def fuse_problem() -> str | None:
@@ -161,15 +179,15 @@ class MountSystem(System):
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
         """The foreground mount command."""
 
-    def dataset_root(self, mountpoint: Path) -> Path:
-        return mountpoint
+    def roots(self, mountpoint: Path) -> dict[str, Path]:
+        return {part: mountpoint / part for part in PARTS}
 
     def environ(self) -> dict[str, str]:
         return dict(os.environ)
 
     def problem(self) -> str | None:
         if shutil.which(self.tool) is None:
-            return "not available"
+            return f"{self.tool} is not installed"
         return fuse_problem()
 
     @contextmanager
@@ -183,7 +201,8 @@ class MountSystem(System):
         proc = None
         try:
             proc = self._mount(mountpoint, cache, log)
-            session = Session(root=self.dataset_root(mountpoint), proc=proc, mountpoint=mountpoint)
+            pid = proc.pid
+            session = TreeSession(Tree(self.roots(mountpoint), lambda: cpu_seconds(pid)), proc, mountpoint)
             yield session
             session.peak_rss = peak_rss(proc.pid) if proc.poll() is None else None
         finally:
@@ -201,47 +220,73 @@ class MountSystem(System):
             try:
                 wait_mounted(mountpoint, proc, log)
                 return proc
-            except BenchError:
+            except BaseException as exc:  # Ctrl-C too: the daemon must not outlive the bench
                 unmount(mountpoint)
                 stop_process(proc)
-                if attempt == self.attempts:
+                if not isinstance(exc, BenchError) or attempt == self.attempts:
                     raise
                 time.sleep(RETRY_DELAY)
         raise AssertionError("unreachable")
 
 
 class ArtifactFS(MountSystem):
-    """``artifactfs mount -f`` on the Sigmic task, through the download endpoint."""
+    """``artifactfs mount -f`` with default settings on the three Gumloop agents."""
 
-    name = "artifactfs"
+    name = columns.AFS
     slug = "artifactfs"
-    attempts = 3  # others may be mid-edit: a failed start is retried
+    attempts = 3  # a daemon that fails to start once is tried again
+    flags: tuple[str, ...] = ()
 
     def problem(self) -> str | None:
         return fuse_problem()
 
-    def config(self) -> Path:
-        path = self.env.workdir / "artifactfs.toml"
-        path.write_text("\n".join([
-            "[mount]", "listing_ttl = 60", "",
-            "[providers.sigmic]", f'base_url = "{self.env.origin.sigmic_base}"',
-            f'token_env = "{TOKEN_ENV}"', f'tasks = ["{TASK}"]', "",
-        ]))
-        return path
-
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
-        return [sys.executable, "-m", "artifactfs", "mount", str(mountpoint), "-c", str(self.config()), "-f",
-                "--cache-dir", str(cache), "--log-file", str(log.with_suffix(".daemon.log"))]
+        return [sys.executable, "-m", "artifactfs", "mount", str(mountpoint), "-c", str(self.env.artifactfs_config()),
+                "-f", "--cache-dir", str(cache), "--log-file", str(log.with_suffix(".daemon.log")), *self.flags]
 
-    def dataset_root(self, mountpoint: Path) -> Path:
-        return mountpoint / "sigmic" / TASK
+    def roots(self, mountpoint: Path) -> dict[str, Path]:
+        return artifactfs_roots(str(mountpoint))
 
     def environ(self) -> dict[str, str]:
-        return {**os.environ, TOKEN_ENV: self.env.origin.token}
+        return self.env.credentials()
+
+
+class ArtifactFSNoXattrs(ArtifactFS):
+    """artifactfs with ``--no-xattrs``: ``ls -l`` without a getxattr round trip per file."""
+
+    name = columns.AFS_NO_XATTRS
+    slug = "artifactfs-no-xattrs"
+    flags = ("--no-xattrs",)
+    cases = frozenset({"ls"})
+
+    def problem(self) -> str | None:
+        usage = subprocess.run([sys.executable, "-m", "artifactfs", "mount", "--help"], capture_output=True,
+                               text=True, cwd=REPO).stdout
+        return None if "--no-xattrs" in usage else "`artifactfs mount` has no --no-xattrs"
+
+
+class BareFuse(MountSystem):
+    """``python -m bench.barefs``: the floor of a Python FUSE file system over HTTP."""
+
+    tool = sys.executable
+
+    def __init__(self, env: Env, getxattr: str) -> None:
+        super().__init__(env)
+        self.getxattr = getxattr
+        self.name = columns.BARE if getxattr == "enoattr" else columns.BARE_ENOSYS
+        self.slug = f"barefs-{getxattr}"
+        self.cases = None if getxattr == "enoattr" else frozenset({"ls"})
+
+    def problem(self) -> str | None:
+        return fuse_problem()
+
+    def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
+        return [sys.executable, "-m", "bench.barefs", str(mountpoint), "--base-url", self.env.nginx.base_url,
+                "--dataset", self.env.dataset.to_json(), "--getxattr", self.getxattr]
 
 
 class Rclone(MountSystem):
-    """``rclone mount`` with the http backend on the static tree."""
+    """``rclone mount`` with the http backend on nginx."""
 
     anchor = True
     tool = "rclone"
@@ -249,17 +294,17 @@ class Rclone(MountSystem):
     def __init__(self, env: Env, cache_mode: str) -> None:
         super().__init__(env)
         self.cache_mode = cache_mode
-        self.name = f"rclone {cache_mode}"
+        self.name = columns.RCLONE_FULL if cache_mode == "full" else columns.RCLONE_OFF
         self.slug = f"rclone-{cache_mode}"
 
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
-        return ["rclone", "mount", ":http:", str(mountpoint), "--http-url", self.env.origin.static_root,
+        return ["rclone", "mount", ":http:", str(mountpoint), "--http-url", self.env.nginx.base_url,
                 "--read-only", "--vfs-cache-mode", self.cache_mode, "--cache-dir", str(cache),
                 "--config", "/dev/null"]
 
 
 class HttpDirFS(MountSystem):
-    """``httpdirfs -f`` on the static tree, with or without its disk cache."""
+    """``httpdirfs -f`` on nginx, with or without its disk cache."""
 
     anchor = True
     tool = "httpdirfs"
@@ -267,17 +312,56 @@ class HttpDirFS(MountSystem):
     def __init__(self, env: Env, cache: bool) -> None:
         super().__init__(env)
         self.cache = cache
-        self.name = "httpdirfs cache" if cache else "httpdirfs no-cache"
+        self.name = columns.HTTPDIRFS_CACHE if cache else columns.HTTPDIRFS_NO_CACHE
         self.slug = "httpdirfs-cache" if cache else "httpdirfs-nocache"
 
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
         caching = ["--cache", "--cache-location", str(cache)] if self.cache else []
-        return ["httpdirfs", "-f", *caching, self.env.origin.static_root, str(mountpoint)]
+        # 1.2.5 looks for Accept-Ranges in the 206 answer, which nginx sends only on a 200
+        return ["httpdirfs", "-f", "--no-range-check", *caching, self.env.nginx.base_url, str(mountpoint)]
+
+
+class Fsspec(System):
+    """An fsspec file system used from one Python process per case: artifactfs's own
+    (``artifactfs`` protocol, a fresh cache dir) or fsspec's ``http`` on nginx."""
+
+    daemon = True
+    cases = frozenset({"seq", "random", "parallel"})
+
+    def __init__(self, env: Env, protocol: str) -> None:
+        super().__init__(env)
+        self.protocol = protocol
+        self.name = columns.AFS_FSSPEC if protocol == "artifactfs" else columns.FSSPEC_HTTP
+        self.slug = f"fsspec-{protocol}"
+
+    def problem(self) -> str | None:
+        return fsspec_problem(self.protocol)
+
+    @contextmanager
+    def session(self, case: Case) -> Iterator[Session]:
+        cache = self.env.workdir / "cache" / self.slug
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.mkdir(parents=True)
+        if self.protocol == "artifactfs":
+            options = {"config": str(self.env.artifactfs_config()), "cache_dir": str(cache)}
+            prefixes = {part: f"{root}/" for part, root in artifactfs_roots("").items()}
+        else:
+            options, prefixes = {}, {part: self.env.nginx.part_url(part) for part in PARTS}
+        command = [sys.executable, "-m", "bench.fsspecrun", "--protocol", self.protocol,
+                   "--options", json.dumps(options), "--prefixes", json.dumps(prefixes)]
+        session = WorkerSession(command, self.env.credentials(), self.env.logs / f"{self.slug}-{case.key}.log")
+        try:
+            yield session
+        finally:
+            session.abort()
+            shutil.rmtree(cache, ignore_errors=True)
 
 
 def all_systems(env: Env) -> list[System]:
     """Every column, in table order."""
     return [
-        Curl(env, sigmic=True), Curl(env, sigmic=False), LocalDisk(env), ArtifactFS(env),
+        Curl(env), LocalDisk(env), ArtifactFS(env), ArtifactFSNoXattrs(env),
+        BareFuse(env, "enoattr"), BareFuse(env, "enosys"),
         Rclone(env, "full"), Rclone(env, "off"), HttpDirFS(env, cache=True), HttpDirFS(env, cache=False),
+        ApiAlone(env), Fsspec(env, "artifactfs"), Fsspec(env, "http"),
     ]

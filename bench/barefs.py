@@ -1,0 +1,173 @@
+"""A bare pyfuse3 file system over nginx: the floor of "Python FUSE over HTTP".
+
+    python -m bench.barefs MOUNTPOINT --base-url URL --dataset JSON [--getxattr enoattr|enosys]
+
+The dataset's tree (``<part>/<name>``) with every name and size known up front, so lookups,
+``readdir`` and ``getattr`` never wait on the network. Each ``read`` is one ranged GET, read with
+urllib3 ``readinto`` in a worker thread; nothing is cached. Tuned as DESIGN.md measured:
+``pyfuse3.main(min_tasks=4)`` and the mount's kernel readahead raised to 1 MiB. ``getxattr``
+answers ENOATTR (a file system serving ``user.*`` attributes pays one round trip per name and
+file, as artifactfs does) or, with ``--getxattr enosys``, ENOSYS (the kernel stops asking).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import signal
+import stat
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pyfuse3
+import trio
+import urllib3
+
+from .dataset import PARTS, Dataset
+
+MIN_TASKS = 4
+READ_AHEAD_KB = 1024
+TTL = 3600.0
+MTIME_NS = int(datetime.fromisoformat("2026-05-01T00:00:00+00:00").timestamp() * 1e9)
+XATTR_ERRNO = {"enoattr": pyfuse3.ENOATTR, "enosys": errno.ENOSYS}
+
+
+@dataclass
+class Node:
+    """A directory (``size`` None) or a file at ``url``."""
+
+    inode: int
+    size: int | None = None
+    url: str = ""
+    children: dict[bytes, int] = field(default_factory=dict)
+
+
+def build_tree(dataset: Dataset, base_url: str) -> dict[int, Node]:
+    """Inode → node: the root, one directory per part, and every file."""
+    nodes = {pyfuse3.ROOT_INODE: Node(pyfuse3.ROOT_INODE)}
+    dirs: dict[str, Node] = {}
+    for part in PARTS:
+        dirs[part] = nodes[len(nodes) + 1] = Node(len(nodes) + 1)
+        nodes[pyfuse3.ROOT_INODE].children[part.encode()] = dirs[part].inode
+    for item, blob in dataset.files():
+        node = nodes[len(nodes) + 1] = Node(len(nodes) + 1, blob.size, base_url + item.path)
+        dirs[item.part].children[item.name.encode()] = node.inode
+    return nodes
+
+
+class BareFS(pyfuse3.Operations):
+    """Read-only operations over a fixed tree; bytes straight from the origin."""
+
+    def __init__(self, nodes: dict[int, Node], xattr_errno: int) -> None:
+        super().__init__()
+        self.nodes = nodes
+        self.xattr_errno = xattr_errno
+        self.pool = urllib3.PoolManager(maxsize=16, retries=False)
+        self.listings = {inode: sorted(node.children.items()) for inode, node in nodes.items() if node.size is None}
+
+    def attributes(self, inode: int) -> pyfuse3.EntryAttributes:
+        node = self.nodes[inode]
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode
+        attr.entry_timeout = attr.attr_timeout = TTL
+        if node.size is None:
+            attr.st_mode, attr.st_nlink = stat.S_IFDIR | 0o555, 2
+        else:
+            attr.st_mode, attr.st_nlink, attr.st_size = stat.S_IFREG | 0o444, 1, node.size
+        attr.st_blksize = 1 << 20
+        attr.st_blocks = (attr.st_size + 511) // 512
+        attr.st_mtime_ns = attr.st_ctime_ns = attr.st_atime_ns = MTIME_NS
+        return attr
+
+    async def lookup(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        inode = self.nodes[parent_inode].children.get(name)
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self.attributes(inode)
+
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attributes(inode)
+
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        return inode
+
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        listing = self.listings[fh]
+        for index in range(start_id, len(listing)):
+            name, inode = listing[index]
+            if not pyfuse3.readdir_reply(token, name, self.attributes(inode), index + 1):
+                return
+
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        return pyfuse3.FileInfo(fh=inode)
+
+    async def read(self, fh: int, off: int, size: int) -> memoryview:
+        node = self.nodes[fh]
+        size = max(0, min(size, (node.size or 0) - off))
+        if size == 0:
+            return memoryview(b"")
+        return await trio.to_thread.run_sync(self.fetch, node.url, off, size)
+
+    def fetch(self, url: str, off: int, size: int) -> memoryview:
+        """One ranged GET read straight into a buffer; any failure is EIO."""
+        buf = memoryview(bytearray(size))
+        got = 0
+        try:
+            response = self.pool.request("GET", url, headers={"Range": f"bytes={off}-{off + size - 1}"},
+                                         preload_content=False)
+            try:
+                while got < size and (n := response.readinto(buf[got:])):
+                    got += n
+            finally:
+                response.release_conn()
+        except urllib3.exceptions.HTTPError:
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        if response.status != 206 or got != size:
+            raise pyfuse3.FUSEError(errno.EIO)
+        return buf
+
+    async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        raise pyfuse3.FUSEError(self.xattr_errno)
+
+
+async def tune_read_ahead(mountpoint: Path) -> None:
+    """Raise the mount's kernel readahead once the kernel's INIT is answered (it resets it)."""
+    st = await trio.to_thread.run_sync(os.stat, mountpoint)
+    Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb").write_text(str(READ_AHEAD_KB))
+
+
+async def serve(mountpoint: Path) -> None:
+    """``pyfuse3.main`` until SIGTERM or SIGINT."""
+    async with trio.open_nursery() as nursery:
+        async def stop_on_signal() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_on_signal)
+        nursery.start_soon(tune_read_ahead, mountpoint)
+        await pyfuse3.main(min_tasks=MIN_TASKS)
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.barefs", description=__doc__.splitlines()[0])
+    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("--base-url", required=True, help="nginx's root URL (ends with /)")
+    parser.add_argument("--dataset", required=True, help="Dataset as JSON")
+    parser.add_argument("--getxattr", choices=sorted(XATTR_ERRNO), default="enoattr")
+    args = parser.parse_args(argv)
+    ops = BareFS(build_tree(Dataset.from_json(args.dataset), args.base_url), XATTR_ERRNO[args.getxattr])
+    pyfuse3.init(ops, str(args.mountpoint), set(pyfuse3.default_options) | {"fsname=barefs", "ro"})
+    try:
+        trio.run(serve, args.mountpoint)
+    finally:
+        pyfuse3.close(unmount=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
