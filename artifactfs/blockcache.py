@@ -375,7 +375,7 @@ class BlockCache:
                 try:
                     header = encode_header(content, index, payload, self.block_size)
                     if os.writev(fd, [header, payload]) != len(header) + len(payload):
-                        raise OSError(errno.ENOSPC, "short write")
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 finally:
                     os.close(fd)
                 try:
