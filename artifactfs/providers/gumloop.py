@@ -29,7 +29,7 @@ from ..model import Entry, Kind, Source
 from ..names import assign_names
 from .base import Probe, Provider, ProviderSpec, api_base, bearer, folder, newest
 from .fields import as_dict, as_size, as_str, fingerprint, parse_time
-from .paging import collect_pages, unique
+from .paging import collect_pages
 
 PAGE_SIZE = 100
 MAX_SIGNED_SECONDS = 7 * 86400  # the longest a GCS V4 / S3 presigned URL may live
@@ -115,11 +115,10 @@ class GumloopProvider(Provider):
             items = body.get("artifacts")
             return (items if isinstance(items, list) else []), as_str(body.get("next_cursor"))
 
-        items = await collect_pages(page, f"{self.name}: agent {agent}")
-        versions = unique((self._version(agent, item) for item in items),
-                          lambda v: v.artifact_id if v is not None else None)
-        self._remember(agent, versions)  # type: ignore[arg-type]
-        return versions  # type: ignore[return-value]
+        items = await collect_pages(page, f"{self.name}: agent {agent}", key=lambda i: as_str(as_dict(i).get("id")))
+        versions = [v for v in (self._version(agent, item) for item in items) if v is not None]
+        self._remember(agent, versions)
+        return versions
 
     def _version(self, agent: str, item: Any) -> Version | None:
         """A listing item; one without an id cannot be downloaded and is left out."""

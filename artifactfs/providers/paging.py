@@ -14,19 +14,24 @@ PageFetcher = Callable[[Any], Awaitable[tuple[list[Any], Any]]]
 """``await fetch(cursor)`` → (items, next cursor or None); the first call gets None."""
 
 
-async def collect_pages(fetch: PageFetcher, where: str, *, max_pages: int = MAX_PAGES) -> list[Any]:
-    """Every item of every page. A repeated cursor ends the listing with a warning (a server
-    in a loop must not make a listing endless), and so does passing ``max_pages``."""
+async def collect_pages(fetch: PageFetcher, where: str, *, key: Callable[[Any], Hashable | None],
+                        max_pages: int = MAX_PAGES) -> list[Any]:
+    """Every item of every page, each ``key`` once. A repeated cursor, or a page that brings
+    nothing new, ends the listing with a warning (a server in a loop must not make a listing
+    endless), and so does passing ``max_pages``."""
     items: list[Any] = []
+    keys: set[Hashable] = set()
     seen: set[Any] = set()
     cursor: Any = None
     for _ in range(max_pages):
         page, cursor = await fetch(cursor)
-        items.extend(page)
+        fresh = unique((item for item in page if key(item) not in keys), key)
+        keys.update(key(item) for item in fresh)
+        items.extend(fresh)
         if cursor is None:
             return items
-        if cursor in seen:
-            log.warning("%s: the API repeated a pagination cursor; the listing ends there", where)
+        if cursor in seen or (page and not fresh):
+            log.warning("%s: the API repeated a page; the listing ends there", where)
             return items
         seen.add(cursor)
     log.warning("%s: the listing stopped after %d pages", where, max_pages)

@@ -77,35 +77,30 @@ class SigmicProvider(Provider):
         server without the endpoint) still shows the configured and opened tasks."""
         if self._cannot_list:
             return []
-        seen: set[str] = set()
 
         async def page(offset: int | None) -> tuple[list[Any], int | None]:
             start = offset or 0
             body = as_dict(await self.http.get_json(f"{self._api}/tasks", {"limit": PAGE_LIMIT, "offset": start}))
             data = body.get("data")
             items = [i for i in data if isinstance(i, dict)] if isinstance(data, list) else []
-            fresh = [i for i in items if (as_str(i.get("id")) or "") not in seen]
-            for item in fresh:
-                task = as_str(item.get("id"))
-                if task:
-                    seen.add(task)
-                    self._details[task] = texts(item, TASK_FIELDS)
             paging = as_dict(body.get("pagination"))
             more = pick(paging, "hasMore", "has_more")
             total = as_size(paging.get("total"))
             if more is None and total is not None:
                 more = start + len(items) < total
-            return fresh, (start + len(items) if more and fresh else None)
+            return items, (start + len(items) if more and items else None)
 
         try:
-            items = await collect_pages(page, f"{self.name}: tasks")
+            items = await collect_pages(page, f"{self.name}: tasks", key=lambda item: as_str(item.get("id")))
         except (AccessDenied, NotFound) as exc:
             if isinstance(exc, Unauthorized):
                 raise
             log.warning("%s: cannot list tasks (%s); showing configured and opened tasks only", self.name, exc)
             self._cannot_list = True
             return []
-        return [task for item in items if (task := as_str(item.get("id")))]
+        tasks = {str(as_str(item.get("id"))): item for item in items}
+        self._details.update((task, texts(item, TASK_FIELDS)) for task, item in tasks.items())
+        return list(tasks)
 
     def _task_entry(self, task: str) -> Entry:
         return Entry(name=task, kind=Kind.DIR, ref=("task", task), key=("task", task), short_id=task,

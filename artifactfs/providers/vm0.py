@@ -29,7 +29,7 @@ from ..model import Entry, Kind, Source
 from ..names import clean
 from .base import Probe, Provider, ProviderSpec, api_base
 from .fields import as_dict, as_str, parse_time, pick, texts
-from .paging import collect_pages, unique
+from .paging import collect_pages
 from .tree import build_tree
 
 PAGE_LIMIT = 100  # the API rejects more (400), and 1-100 is its documented range
@@ -63,8 +63,7 @@ class Vm0Provider(Provider):
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
-            items = unique(await self._pages(f"{self._api}/artifacts"), lambda i: as_str(i.get("id")))
-            return [self._artifact(item) for item in items]
+            return [self._artifact(item) for item in await self._pages(f"{self._api}/artifacts")]
         match ref:
             case ("versions", artifact):
                 return await self._version_entries(artifact)
@@ -119,7 +118,8 @@ class Vm0Provider(Provider):
             cursor = as_str(pick(paging, "nextCursor", "next_cursor"))
             return [i for i in data if isinstance(i, dict)], (cursor if more is not False else None)
 
-        return await collect_pages(page, f"{self.name}: {url.removeprefix(self._api)}")
+        return await collect_pages(page, f"{self.name}: {url.removeprefix(self._api)}",
+                                   key=lambda item: as_str(item.get("id")))
 
     def _artifact(self, item: dict[str, Any]) -> Entry:
         """An artifact's directory with its ``versions/`` and ``current`` (refreshed with ``vm0/``)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from artifactfs.model import Entry, Kind
 from artifactfs.names import assign_names, clean, fallback_name, split_path, with_id
 from artifactfs.providers.tree import build_tree
@@ -58,3 +60,40 @@ def test_build_tree_nests_paths() -> None:
     assert names == ["downloads", "top"]
     downloads = next(e for e in tree if e.name == "downloads")
     assert sorted(e.name for e in downloads.children or []) == ["a.csv", "sub"]
+
+
+CJK = "報告書の最終版" * 13 + ".pdf"  # 91 characters, 277 bytes
+
+
+def test_long_names_fit_255_bytes_keeping_the_suffix_cut_between_characters() -> None:
+    name = clean(CJK)
+    assert len(name.encode()) <= 255 and name.endswith(".pdf") and CJK.startswith(name[:-4])
+    assert clean("x" * 300 + ".a-very-long-suffix-indeed").encode() == ("x" * 255).encode()
+
+
+def test_two_long_equal_names_get_distinct_names_within_255_bytes() -> None:
+    """The names of a collision's losers always fit: this hung the whole mount before."""
+    entries = [file(CJK, f"art_{n}", mtime=n) for n in range(3)]
+    names = [n for n, _ in assign_names(entries)]
+    assert len(set(names)) == 3
+    assert all(len(n.encode()) <= 255 and n.endswith(".pdf") for n in names)
+    assert sum("~art_" in n for n in names) == 2
+
+
+def test_one_id_repeated_thousands_of_times_is_named_in_linear_time() -> None:
+    entries = [Entry(name="same.txt", kind=Kind.FILE, ref=n, key=("k", n), short_id="dup") for n in range(8000)]
+    started = time.perf_counter()
+    names = [n for n, _ in assign_names(entries)]
+    assert time.perf_counter() - started < 1.0
+    assert len(set(names)) == 8000 and all(len(n.encode()) <= 255 for n in names)
+
+
+def test_a_key_listed_twice_is_shown_once() -> None:
+    twice = [file("a.txt", "same"), file("b.txt", "same")]
+    assert [n for n, _ in assign_names(twice)] == ["a.txt"]
+
+
+def test_lone_surrogates_and_long_ids_are_safe() -> None:
+    assert clean("bad\ud800name.txt") == "bad\ufffdname.txt"
+    assert clean("a\udcffb").encode() == "a\ufffdb".encode()
+    assert len(with_id("report.pdf", "i" * 500).encode()) < 40

@@ -145,3 +145,79 @@ async def test_unlisted_lookups_are_hidden_from_readdir_and_survive_refresh() ->
     clock.now += 11
     await ns.listing(top.inode)
     assert await ns.lookup(top.inode, "opened") is opened
+
+
+class ScriptedProvider(FakeProvider):
+    """A provider whose whole listing the test sets (entries, or an exception to raise)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: list[Entry] | Exception = []
+
+    async def list_dir(self, ref: Hashable) -> list[Entry]:
+        self.calls += 1
+        if isinstance(self.entries, Exception):
+            raise self.entries
+        return list(self.entries)
+
+
+def scripted() -> tuple[Namespace, ScriptedProvider, Clock]:
+    provider, clock = ScriptedProvider(), Clock()
+    return Namespace([provider], clock=clock, negative_ttl=5), provider, clock
+
+
+def deep(depth: int) -> Entry:
+    leaf = Entry("leaf.txt", Kind.FILE, ("f",), ("f",), size=1)
+    for level in range(depth):
+        leaf = Entry(f"d{level}", Kind.DIR, None, ("d", level), children=[leaf])
+    return leaf
+
+
+async def test_a_listing_nested_a_thousand_deep_installs_and_refreshes() -> None:
+    ns, provider, clock = scripted()
+    provider.entries = [deep(1000)]
+    top = await ns.lookup(1, "fake")
+    node = top
+    for level in reversed(range(1000)):
+        node = await ns.lookup(node.inode, f"d{level}")
+    assert (await ns.lookup(node.inode, "leaf.txt")).entry.size == 1
+    clock.now += 11
+    provider.entries = []
+    await ns.listing(top.inode)  # detaching the old tree is iterative too
+    assert [n.name for n in await ns.listing(top.inode)] == []
+
+
+async def test_a_key_repeated_in_a_listing_leaks_no_node_per_refresh() -> None:
+    ns, provider, clock = scripted()
+    provider.entries = [Entry("a", Kind.FILE, ("f", 1), ("same",)), Entry("b", Kind.FILE, ("f", 2), ("same",))]
+    top = await ns.lookup(1, "fake")
+    await ns.listing(top.inode)
+    before = len(ns.nodes)
+    for _ in range(5):
+        clock.now += 11
+        assert [n.name for n in await ns.listing(top.inode)] == ["a"]
+    assert len(ns.nodes) == before
+
+
+async def test_a_provider_tripping_on_its_data_is_a_remote_error_and_the_last_listing_stays(
+        caplog: pytest.LogCaptureFixture) -> None:
+    ns, provider, clock = scripted()
+    provider.entries = [Entry("a", Kind.FILE, ("f",), ("f",))]
+    top = await ns.lookup(1, "fake")
+    await ns.listing(top.inode)
+    clock.now += 11
+    provider.entries = OverflowError("int too large")
+    assert [n.name for n in await ns.listing(top.inode)] == ["a"]
+    assert any("the provider failed on its data: OverflowError" in r.message for r in caplog.records)
+    fresh, broken, _ = scripted()
+    broken.entries = KeyError("id")
+    with pytest.raises(RemoteError, match="unexpected answer"):
+        await fresh.listing((await fresh.lookup(1, "fake")).inode)
+
+
+async def test_a_name_that_is_not_utf8_is_missing_and_never_reaches_the_provider() -> None:
+    ns, provider, _ = scripted()
+    top = await ns.lookup(1, "fake")
+    with pytest.raises(NotFound):
+        await ns.lookup(top.inode, b"\xff\xfe".decode("utf-8", "surrogateescape"))
+    assert provider.calls == 1  # the listing only
