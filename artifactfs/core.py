@@ -15,7 +15,7 @@ import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol, TypeVar
 
 import trio
 
@@ -233,9 +233,11 @@ class Core:
         self._dirs[fh] = children
         return fh
 
-    def readdir(self, fh: int, start: int) -> list[DirEntry]:
-        """Entries of an opened directory from offset ``start``."""
-        return [DirEntry(node.name, self.attributes(node)) for node in self._dirs.get(fh, [])[start:]]
+    def readdir(self, fh: int, start: int) -> Iterator[DirEntry]:
+        """Entries of an opened directory from offset ``start``, made as they are taken (the
+        kernel takes a few dozen per call)."""
+        children = self._dirs.get(fh, [])
+        return (DirEntry(children[i].name, self.attributes(children[i])) for i in range(start, len(children)))
 
     def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)

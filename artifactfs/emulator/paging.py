@@ -47,8 +47,24 @@ def page(
 ) -> tuple[list[T], str | None]:
     """One page of ``items`` ordered by ``key`` and the cursor of the next page (None at the end)."""
     ordered = sorted(items, key=key, reverse=newest_first)
+    return page_of(ordered, [key(i) for i in ordered], cursor, limit, newest_first)
+
+
+def page_of(
+    ordered: Sequence[T], keys: Sequence[Key], cursor: str | None, limit: int, newest_first: bool = True
+) -> tuple[list[T], str | None]:
+    """One page of items already in order (``keys`` are theirs), found by binary search, so
+    paging a long listing costs per page what the page holds."""
+    start = 0
     if cursor:
         after = decode_cursor(cursor)
-        ordered = [i for i in ordered if (key(i) < after if newest_first else key(i) > after)]
-    chunk = ordered[:limit]
-    return chunk, encode_cursor(key(chunk[-1])) if len(ordered) > limit else None
+        low, high = 0, len(keys)
+        while low < high:  # the first item past the cursor: keys are monotonic in listing order
+            middle = (low + high) // 2
+            if keys[middle] < after if newest_first else keys[middle] > after:
+                high = middle
+            else:
+                low = middle + 1
+        start = low
+    chunk = list(ordered[start:start + limit])
+    return chunk, encode_cursor(keys[start + limit - 1]) if len(ordered) > start + limit else None

@@ -102,6 +102,11 @@ class GumloopArtifact:
         return next((v for v in self.versions if v.version_id == version_id), None)
 
 
+def _order_key(artifact: GumloopArtifact) -> paging.Key:
+    """Listings go by the current version's creation time, then id."""
+    return artifact.current.created_at, artifact.artifact_id
+
+
 class State(ProviderState):
     """Agents, their artifacts and each artifact's versions."""
 
@@ -120,6 +125,20 @@ class State(ProviderState):
         self.team_id = team_id
         self.agents: set[str] = set()
         self.artifacts: dict[str, GumloopArtifact] = {}
+        self._orders: dict[tuple[str, str | None, str, bool], tuple[list[GumloopArtifact], list[paging.Key]]] = {}
+
+    def ordered(self, agent_id: str, session_id: str | None, needle: str,
+                newest_first: bool) -> tuple[list[GumloopArtifact], list[paging.Key]]:
+        """The artifacts a listing shows, in its order, with their sort keys (under the lock);
+        kept until an artifact changes, so paging a big agent does not sort it per page."""
+        wanted = (agent_id, session_id, needle, newest_first)
+        if wanted not in self._orders:
+            matching = [a for a in self.artifacts.values() if a.agent_id == agent_id
+                        and (not session_id or a.current.session_id == session_id)
+                        and needle in (a.current.filename or "").casefold()]
+            matching.sort(key=_order_key, reverse=newest_first)
+            self._orders[wanted] = (matching, [_order_key(a) for a in matching])
+        return self._orders[wanted]
 
     def ready_info(self) -> dict[str, Any]:
         return {
@@ -177,6 +196,7 @@ class State(ProviderState):
                 external_url=external_url,
             )
             artifact.versions.append(version)
+            self._orders.clear()
             return artifact.artifact_id, version.version_id
 
     def version(self, artifact_id: str, version_id: str | None = None) -> Blob:
@@ -303,21 +323,10 @@ def _list(state: State, req: Request, agent_id: str) -> Reply:
     with state.world.lock:
         if agent_id not in state.agents:
             return _error(404, "not_found", "Agent not found")
-        matching = [
-            a
-            for a in state.artifacts.values()
-            if a.agent_id == agent_id
-            and (not session_id or a.current.session_id == session_id)
-            and needle in (a.current.filename or "").casefold()
-        ]
+        ordered, keys = state.ordered(agent_id, session_id, needle, sort_order == "newest")
         try:
-            chunk, next_cursor = paging.page(
-                matching,
-                lambda a: (a.current.created_at, a.artifact_id),
-                params.get("cursor"),
-                page_size,
-                newest_first=sort_order == "newest",
-            )
+            chunk, next_cursor = paging.page_of(ordered, keys, params.get("cursor"), page_size,
+                                                newest_first=sort_order == "newest")
         except ValueError:
             return _error(400, "invalid_parameter", "Invalid cursor", "cursor")
         return json_reply(200, {"artifacts": [_artifact_json(state, a) for a in chunk], "next_cursor": next_cursor})
