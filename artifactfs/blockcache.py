@@ -1,30 +1,35 @@
 """The persistent, verified block store under ``cache.dir``, shared by every process using it.
 
-Layout: ``blocks/<hh>/<content>.<index>`` files, each a 64-byte header (format, block size,
-content identity, index, length, xxh3 checksum) and the payload; ``trees/<name>/``, archives
-unpacked by providers; ``index.sqlite3``, the one index of what is stored, its sizes and use
-times (WAL, so several processes share it); ``tmp/``, each process's temporary files.
+Layout: ``data/<hh>/<content>``, one sparse file per file content, block ``i`` at offset
+``i × (4 KiB + block size)`` as a header (format, block size, content identity, index,
+length, xxh3 checksum) padded to 4 KiB, then the payload: page-aligned, so writing a block
+touches whole pages and evicting one frees whole file-system blocks; ``trees/<name>/``, archives unpacked by
+providers; ``index.sqlite3``, the one index of what is stored, its sizes and use times (WAL,
+so several processes share it).
 
 - Verified: a block is served only if its header matches what is asked (format, block size,
-  content, index, length) and its payload its checksum; anything else is a miss, the block is
-  dropped and the log says so. Changing the format or block size never serves old blocks.
-- Write-behind: ``store`` queues a block and returns; one writer thread writes files and
-  index rows in batches. A full queue (a slow disk) drops blocks rather than slowing a read,
-  unless the caller asks to wait (a server that ignores Range). ENOSPC, EIO, EROFS or a
-  broken index never fail a read: the block is not kept, room is made where eviction can,
-  and the log says so once per condition.
+  content, index, length) and its payload its checksum; a hole, a torn write or anything else
+  is a miss, the block is dropped and the log says so. Changing the format or block size
+  never serves old blocks.
+- Write-behind: ``store`` queues a block and returns; one writer thread writes blocks with
+  one ``pwritev`` each into files it keeps open, and index rows in batches. A full queue (a
+  slow disk) drops blocks rather than slowing a read, unless the caller asks to wait (a server
+  that ignores Range). ENOSPC, EIO, EROFS or a broken index never fail a read: the block is
+  not kept, room is made where eviction can, and the log says so once per condition.
 - Shared: every size is in the index, kept exact by triggers, so two mounts on one dir stay
-  together within ``max_size``; each process's temporary files live in its own directory,
-  locked while it runs, so no process sweeps another's. Blocks renamed into place but never
-  indexed (a crash) are swept at start and counted nowhere.
+  together within ``max_size``; they write whole blocks at fixed offsets, so neither disturbs
+  the other. Evicted blocks are punched out of their file (the space is freed); a file with no
+  block left is removed. Blocks written but never indexed (a crash) are swept at start and
+  counted nowhere.
 - Durability: no fsync. A crash may lose the last blocks or leave a torn one; the header and
-  checksum turn either into a miss. ``cache clear`` (``clear``) empties the index and the
-  files while mounts run: they find their blocks gone and fetch again.
+  checksum turn either into a miss. ``clear`` empties the index and the files while mounts
+  run: they see the index's generation change, drop their open files, and fetch again.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -43,19 +48,21 @@ import xxhash
 
 log = logging.getLogger("artifactfs.cache")
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 INDEX_NAME = "index.sqlite3"
-BLOCKS_DIR = "blocks"
+DATA_DIR = "data"
 TREES_DIR = "trees"
-TMP_DIR = "tmp"
 HEADER = struct.Struct("<4sHHIQI20sQ16x")  # magic, format, flags, block size, index, length, content, checksum
 MAGIC = b"AFSB"
+SLOT = 4096  # the header's room before each payload
 QUEUE_BYTES = 32 << 20
 BATCH_BLOCKS = 64
+OPEN_FILES = 64
 FLUSH_INTERVAL = 2.0
 ORPHAN_AGE = 60.0
 ENOSPC_EVICT = 64 << 20
 RETRY_AFTER_FAILURE = 5.0
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (content TEXT, idx INTEGER, size INTEGER, atime REAL,
                                    PRIMARY KEY (content, idx)) WITHOUT ROWID;
@@ -64,7 +71,7 @@ CREATE TABLE IF NOT EXISTS contents (content TEXT PRIMARY KEY, total INTEGER) WI
 CREATE TABLE IF NOT EXISTS trees (name TEXT PRIMARY KEY, size INTEGER, atime REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-INSERT OR IGNORE INTO counters VALUES ('used', 0), ('hits', 0), ('misses', 0);
+INSERT OR IGNORE INTO counters VALUES ('used', 0), ('hits', 0), ('misses', 0), ('generation', 0);
 CREATE TRIGGER IF NOT EXISTS blocks_added AFTER INSERT ON blocks
   BEGIN UPDATE counters SET value = value + NEW.size WHERE name = 'used'; END;
 CREATE TRIGGER IF NOT EXISTS blocks_resized AFTER UPDATE OF size ON blocks
@@ -83,6 +90,7 @@ SELECT 'b', content, idx, size, atime FROM blocks
 UNION ALL SELECT 't', name, 0, size, atime FROM trees
 ORDER BY 5 LIMIT 256
 """
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def content_hash(provider: str, key: Hashable, fingerprint: str) -> str:
@@ -112,6 +120,10 @@ def _connect(directory: Path) -> sqlite3.Connection:
     return db
 
 
+def _counter(db: sqlite3.Connection, name: str) -> int:
+    return int(db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()[0])
+
+
 def _open_index(directory: Path, block_size: int) -> sqlite3.Connection:
     """The index, created or upgraded: a different format or block size starts it empty."""
     db = _connect(directory)
@@ -122,42 +134,57 @@ def _open_index(directory: Path, block_size: int) -> sqlite3.Connection:
         if found != wanted:
             if found:
                 log.info("cache %s: format or block size changed; starting it empty", directory)
-            db.execute("BEGIN IMMEDIATE")
-            for table in ("blocks", "contents", "trees", "meta"):
-                db.execute(f"DELETE FROM {table}")
-            db.executemany("INSERT INTO meta VALUES (?, ?)", wanted.items())
-            db.execute("UPDATE counters SET value = 0 WHERE name = 'used'")
-            db.execute("COMMIT")
-            for sub in (BLOCKS_DIR, TREES_DIR):
-                shutil.rmtree(directory / sub, ignore_errors=True)
+            _empty(db, directory)
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", wanted.items())
     return db
+
+
+def _empty(db: sqlite3.Connection, directory: Path) -> int:
+    """Every row and file gone, the generation bumped so running processes notice; bytes freed."""
+    db.execute("BEGIN IMMEDIATE")
+    freed = _counter(db, "used")
+    for table in ("blocks", "contents", "trees"):
+        db.execute(f"DELETE FROM {table}")
+    db.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
+    db.execute("COMMIT")
+    for sub in (DATA_DIR, TREES_DIR, "blocks", "tmp"):  # blocks/ and tmp/ are an older format's
+        root = directory / sub
+        for child in (list(root.iterdir()) if root.is_dir() else []):
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+    return freed
 
 
 class _locked:
     """An exclusive ``flock`` held for a ``with`` block (released when the process dies)."""
 
-    def __init__(self, path: Path, blocking: bool = True) -> None:
-        self.path, self.blocking, self.fd = path, blocking, -1
+    def __init__(self, path: Path) -> None:
+        self.path, self.fd = path, -1
 
-    def __enter__(self) -> bool:
+    def __enter__(self) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        return True
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
 
 
-def block_path(directory: Path, content: str, index: int) -> Path:
-    return directory / BLOCKS_DIR / content[:2] / f"{content}.{index}"
+def data_path(directory: Path, content: str) -> Path:
+    return directory / DATA_DIR / content[:2] / content
 
 
 def encode_header(content: str, index: int, payload: memoryview, block_size: int) -> bytes:
+    """A block's header, padded to its slot."""
     return HEADER.pack(MAGIC, FORMAT_VERSION, 0, block_size, index, len(payload), bytes.fromhex(content),
-                       xxhash.xxh3_64_intdigest(payload))
+                       xxhash.xxh3_64_intdigest(payload)).ljust(SLOT, b"\0")
+
+
+def punch(fd: int, offset: int, length: int) -> bool:
+    """Free a byte range of a file (a hole); False where the file system cannot."""
+    return _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           ctypes.c_long(offset), ctypes.c_long(length)) == 0
 
 
 class _Once:
@@ -182,11 +209,15 @@ class BlockCache:
         self.directory = directory
         self.max_size = max_size
         self.block_size = block_size
+        self.stride = SLOT + block_size
         directory.mkdir(parents=True, exist_ok=True)
         self._db = _open_index(directory, block_size)
         self._db_lock = threading.Lock()
+        self._reader = _connect(directory)
+        self._reader_lock = threading.Lock()
+        self._generation = _counter(self._db, "generation")
         self._once = _Once()
-        self._tmp = self._claim_tmp_dir()
+        self._files: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._queue: collections.deque[tuple] = collections.deque()
         self._queued = 0
         self._cond = threading.Condition()
@@ -203,51 +234,52 @@ class BlockCache:
     def snapshot(self, content: str) -> tuple[set[int], int | None]:
         """Which blocks of ``content`` the index holds, and its size if ever learned."""
         try:
-            with self._db_lock:
-                indexes = {row[0] for row in self._db.execute("SELECT idx FROM blocks WHERE content = ?", (content,))}
-                row = self._db.execute("SELECT total FROM contents WHERE content = ?", (content,)).fetchone()
+            with self._reader_lock:
+                indexes = {row[0] for row in self._reader.execute("SELECT idx FROM blocks WHERE content = ?",
+                                                                  (content,))}
+                row = self._reader.execute("SELECT total FROM contents WHERE content = ?", (content,)).fetchone()
         except sqlite3.Error as exc:
             self._once.warn("index-read", "cache index %s cannot be read (%s); reading from the network",
                             self.directory, exc)
             return set(), None
         return indexes, (row[0] if row else None)
 
-    def load(self, content: str, index: int) -> memoryview | None:
-        """The payload of a stored block, verified; None (a miss) if absent or damaged."""
-        path = block_path(self.directory, content, index)
+    def load(self, content: str, first: int, count: int = 1) -> list[memoryview | None]:
+        """The payloads of blocks ``first`` … ``first + count - 1``, each verified, or None
+        for a block that is absent or damaged (a miss)."""
         try:
-            with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < HEADER.size:
-                    raise ValueError("shorter than its header")
-                raw = bytearray(size)
-                if f.readinto(raw) != size:
-                    raise ValueError("changed while read")
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            self._damaged(content, index, str(exc))
-            return None
+            fd = os.open(data_path(self.directory, content), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return [None] * count
+        try:
+            raw = bytearray(self.stride * count)
+            got = os.preadv(fd, [raw], first * self.stride)
+        except OSError as exc:
+            got, raw = 0, bytearray()
+            log.debug("cache %s: reading %s failed: %s", self.directory, content, exc)
+        finally:
+            os.close(fd)
         view = memoryview(raw)
-        magic, version, _, block_size, idx, length, ident, checksum = HEADER.unpack_from(view)
-        payload = view[HEADER.size:]
+        return [self._verified(content, first + i, view[i * self.stride:min(got, (i + 1) * self.stride)])
+                for i in range(count)]
+
+    def _verified(self, content: str, index: int, raw: memoryview) -> memoryview | None:
+        if not len(raw) or raw[:4] == b"\0\0\0\0":
+            return None  # a hole: never written, or punched out
+        magic, version, _, block_size, idx, length, ident, checksum = HEADER.unpack_from(raw.tobytes().ljust(HEADER.size, b"\0"))
+        payload = raw[SLOT:SLOT + length]
         problem = ("not a block" if magic != MAGIC else "another format" if version != FORMAT_VERSION
                    else "another block size" if block_size != self.block_size
                    else "another block" if idx != index or ident != bytes.fromhex(content)
-                   else "wrong length" if length != len(payload)
+                   else "wrong length" if length != len(payload) or length > block_size
                    else "wrong checksum" if xxhash.xxh3_64_intdigest(payload) != checksum else None)
         if problem:
-            self._damaged(content, index, problem)
+            log.warning("cache block %s.%d is damaged (%s); dropped, fetching it again", content, index, problem)
+            self._enqueue(("drop", content, index))
             return None
         with self._cond:
             self._touched.add((content, index))
         return payload.toreadonly()
-
-    def _damaged(self, content: str, index: int, why: str) -> None:
-        log.warning("cache block %s.%d is damaged (%s); dropped, fetching it again", content, index, why)
-        with self._cond:
-            self._queue.append(("drop", content, index))
-            self._cond.notify()
 
     # ---- writes (queued) -----------------------------------------------------------------------
 
@@ -293,21 +325,6 @@ class BlockCache:
 
     # ---- the writer thread ---------------------------------------------------------------------
 
-    def _claim_tmp_dir(self) -> Path:
-        """This process's own temporary directory, locked while it lives; dirs of dead processes go."""
-        root = self.directory / TMP_DIR
-        root.mkdir(exist_ok=True)
-        for lock in root.glob("*.lock"):
-            with _locked(lock, blocking=False) as free:
-                if free:
-                    shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
-                    lock.unlink(missing_ok=True)
-        mine = root / f"{os.getpid()}-{os.urandom(4).hex()}"
-        self._tmp_lock = _locked(mine.with_suffix(".lock"))
-        self._tmp_lock.__enter__()
-        mine.mkdir()
-        return mine
-
     def _write_loop(self) -> None:
         flushed = time.monotonic()
         while True:
@@ -319,6 +336,7 @@ class BlockCache:
                 stopping = self._stopping and not self._queue
                 self._busy = True
             try:
+                self._notice_clear()
                 self._write_batch(batch)
                 if stopping or time.monotonic() - flushed > FLUSH_INTERVAL:
                     self._flush()
@@ -328,6 +346,7 @@ class BlockCache:
                     self._busy = False
                     self._cond.notify_all()
             if stopping:
+                self._close_files()
                 return
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
@@ -338,6 +357,36 @@ class BlockCache:
                 self._cond.wait(0.05)
             return not self._queue and not self._busy
 
+    def _notice_clear(self) -> None:
+        """``cache clear`` (here or in another process) removed the files: stop writing into them."""
+        try:
+            with self._db_lock:
+                generation = _counter(self._db, "generation")
+        except sqlite3.Error:
+            return
+        if generation != self._generation:
+            self._generation = generation
+            self._close_files()
+
+    def _close_files(self) -> None:
+        while self._files:
+            os.close(self._files.popitem()[1])
+
+    def _file(self, content: str) -> int:
+        """The writer's descriptor of a content's file (kept open, a few dozen at most)."""
+        fd = self._files.pop(content, None)
+        if fd is None:
+            path = data_path(self.directory, content)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            while len(self._files) >= OPEN_FILES:
+                os.close(self._files.popitem(last=False)[1])
+        self._files[content] = fd
+        return fd
+
     def _write_batch(self, batch: list[tuple]) -> None:
         rows, totals, drops, trees, touched_trees = [], [], [], [], []
         now = time.time()
@@ -345,7 +394,7 @@ class BlockCache:
             kind = item[0]
             if kind == "block":
                 _, content, index, payload = item
-                if self._write_file(content, index, payload):
+                if self._write_block(content, index, payload):
                     rows.append((content, index, len(payload), now))
                 with self._cond:
                     self._queued -= len(payload)
@@ -360,36 +409,21 @@ class BlockCache:
                 touched_trees.append((now, item[1]))
         if rows or totals or drops or trees or touched_trees:
             self._index(rows, totals, drops, trees, touched_trees)
-        for content, index in drops:
-            block_path(self.directory, content, index).unlink(missing_ok=True)
 
-    def _write_file(self, content: str, index: int, payload: memoryview) -> bool:
-        """Write one block (temporary file, renamed into place); False if the disk refused."""
+    def _write_block(self, content: str, index: int, payload: memoryview) -> bool:
+        """Write one block at its place in its content's file; False if the disk refused."""
         if time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
             return False
-        final = block_path(self.directory, content, index)
-        tmp = self._tmp / f"{content}.{index}"
+        header = encode_header(content, index, payload, self.block_size)
         for attempt in range(2):
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                try:
-                    header = encode_header(content, index, payload, self.block_size)
-                    if os.writev(fd, [header, payload]) != len(header) + len(payload):
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                finally:
-                    os.close(fd)
-                try:
-                    os.replace(tmp, final)
-                except FileNotFoundError:
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(tmp, final)
+                fd = self._file(content)
+                if os.pwritev(fd, [header, payload], index * self.stride) != len(header) + len(payload):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 self._once.clear("disk")
                 return True
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                if exc.errno == errno.ENOENT and not self._tmp.exists():
-                    self._tmp.mkdir(parents=True, exist_ok=True)  # cleared under us
-                    continue
+                self._forget_file(content)
                 if exc.errno == errno.ENOSPC and attempt == 0 and self._evict(ENOSPC_EVICT):
                     continue
                 self._once.warn("disk", "cache %s: cannot write (%s); serving from memory and the network",
@@ -397,6 +431,11 @@ class BlockCache:
                 self._failed_at = time.monotonic()
                 return False
         return False
+
+    def _forget_file(self, content: str) -> None:
+        fd = self._files.pop(content, None)
+        if fd is not None:
+            os.close(fd)
 
     def _index(self, rows: list, totals: list, drops: list, trees: list, touched_trees: list) -> None:
         try:
@@ -417,9 +456,8 @@ class BlockCache:
             self._rollback()
             self._once.warn("index", "cache index %s cannot be written (%s); those blocks are not kept",
                             self.directory, exc)
-            for content, index, _, _ in rows:
-                block_path(self.directory, content, index).unlink(missing_ok=True)
-            return
+            drops = drops + [(content, index) for content, index, _, _ in rows]
+        self._free([("b", content, index) for content, index in drops])
         if self.used() > self.max_size:
             self._evict(0)
 
@@ -434,7 +472,7 @@ class BlockCache:
     def used(self) -> int:
         try:
             with self._db_lock:
-                return int(self._db.execute("SELECT value FROM counters WHERE name = 'used'").fetchone()[0])
+                return _counter(self._db, "used")
         except sqlite3.Error:
             return 0
 
@@ -450,7 +488,7 @@ class BlockCache:
                     if not victims:
                         break
                     self._db.execute("BEGIN IMMEDIATE")
-                    excess = int(self._db.execute("SELECT value FROM counters WHERE name = 'used'").fetchone()[0]) - target
+                    excess = _counter(self._db, "used") - target
                     chosen = []
                     for victim in victims:
                         if excess <= 0:
@@ -461,16 +499,42 @@ class BlockCache:
                                          [(v[1], v[2]) for v in chosen if v[0] == "b"])
                     self._db.executemany("DELETE FROM trees WHERE name = ?", [(v[1],) for v in chosen if v[0] == "t"])
                     self._db.execute("COMMIT")
-                for kind, name, index, _, _ in chosen:
-                    if kind == "b":
-                        block_path(self.directory, name, index).unlink(missing_ok=True)
-                    else:
-                        shutil.rmtree(self.tree_path(name), ignore_errors=True)
+                self._free([(kind, name, index) for kind, name, index, _, _ in chosen])
                 dropped = dropped or bool(chosen)
         except sqlite3.Error as exc:
             self._rollback()
             self._once.warn("index", "cache index %s cannot be written (%s)", self.directory, exc)
         return dropped
+
+    def _free(self, victims: list[tuple[str, str, int]]) -> None:
+        """Give the disk space of dropped blocks and trees back; a file left without blocks goes."""
+        emptied: set[str] = set()
+        for kind, name, index in victims:
+            if kind == "t":
+                shutil.rmtree(self.tree_path(name), ignore_errors=True)
+                continue
+            fd = self._files.get(name)
+            try:
+                if fd is None:
+                    with open(data_path(self.directory, name), "r+b") as f:
+                        punch(f.fileno(), index * self.stride, self.stride)
+                else:
+                    punch(fd, index * self.stride, self.stride)
+            except OSError:
+                continue
+            emptied.add(name)
+        if not emptied:
+            return
+        try:
+            with self._db_lock:
+                held = {row[0] for row in self._db.execute(
+                    f"SELECT DISTINCT content FROM blocks WHERE content IN ({','.join('?' * len(emptied))})",
+                    tuple(emptied))}
+        except sqlite3.Error:
+            return
+        for content in emptied - held:
+            self._forget_file(content)
+            data_path(self.directory, content).unlink(missing_ok=True)
 
     def _flush(self) -> None:
         """Persist use times and hit counters (often enough for LRU and stats, rarely enough to be cheap)."""
@@ -490,40 +554,47 @@ class BlockCache:
             self._rollback()
 
     def sweep_orphans(self) -> int:
-        """Remove block files the index does not know (renamed but never indexed: a crash),
-        older than a minute so that another process's block in flight is left alone."""
+        """Free blocks the index does not know (written but never indexed: a crash), in files
+        untouched for a minute so that another process's blocks in flight are left alone."""
         try:
-            with self._db_lock:
-                known = {f"{c}.{i}" for c, i in self._db.execute("SELECT content, idx FROM blocks")}
+            with self._reader_lock:
+                known: dict[str, set[int]] = collections.defaultdict(set)
+                for content, index in self._reader.execute("SELECT content, idx FROM blocks"):
+                    known[content].add(index)
         except sqlite3.Error:
             return 0
         removed = 0
         cutoff = time.time() - ORPHAN_AGE
-        for path in _block_files(self.directory / BLOCKS_DIR):
+        for path in _data_files(self.directory / DATA_DIR):
             try:
-                if path.name not in known and path.stat().st_mtime < cutoff:
+                if path.stat().st_mtime >= cutoff:
+                    continue
+                if path.name not in known:
+                    removed += len(_data_blocks(path, self.stride))
                     path.unlink()
-                    removed += 1
+                    continue
+                with open(path, "r+b") as f:
+                    for index in _data_blocks(path, self.stride) - known[path.name]:
+                        punch(f.fileno(), index * self.stride, self.stride)
+                        removed += 1
             except OSError:
                 continue
         if removed:
-            log.info("cache %s: removed %d blocks the index did not know", self.directory, removed)
+            log.info("cache %s: freed %d blocks the index did not know", self.directory, removed)
         return removed
 
     def close(self) -> None:
-        """Write what is queued, persist counters, release the temporary dir."""
+        """Write what is queued, persist counters, close the files."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         self._writer.join(30)
-        with self._db_lock:
+        with self._db_lock, self._reader_lock:
             self._db.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp_lock.__exit__()
-        self._tmp.with_suffix(".lock").unlink(missing_ok=True)
+            self._reader.close()
 
 
-def _block_files(root: Path) -> Iterator[Path]:
+def _data_files(root: Path) -> Iterator[Path]:
     try:
         subs = list(os.scandir(root))
     except OSError:
@@ -534,6 +605,26 @@ def _block_files(root: Path) -> Iterator[Path]:
                 yield from (Path(entry.path) for entry in os.scandir(sub.path))
             except OSError:
                 continue
+
+
+def _data_blocks(path: Path, stride: int) -> set[int]:
+    """The blocks a sparse file holds: where SEEK_DATA finds data and a block header begins."""
+    blocks: set[int] = set()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        end, offset = os.fstat(fd).st_size, 0
+        while offset < end:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:
+                break
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+            blocks.update(i for i in range(start // stride, -(-stop // stride))
+                          if os.pread(fd, len(MAGIC), i * stride) == MAGIC)
+            offset = stop
+    finally:
+        os.close(fd)
+    return blocks
 
 
 def read_stats(directory: Path) -> CacheStats:
@@ -558,15 +649,6 @@ def clear(directory: Path) -> int:
     db = _connect(directory)
     try:
         db.executescript(SCHEMA)
-        db.execute("BEGIN IMMEDIATE")
-        freed = int(db.execute("SELECT value FROM counters WHERE name = 'used'").fetchone()[0])
-        for table in ("blocks", "contents", "trees"):
-            db.execute(f"DELETE FROM {table}")
-        db.execute("COMMIT")
+        return _empty(db, directory)
     finally:
         db.close()
-    for sub in (BLOCKS_DIR, TREES_DIR):
-        root = directory / sub
-        for child in (list(root.iterdir()) if root.is_dir() else []):
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-    return freed

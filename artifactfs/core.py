@@ -8,6 +8,7 @@ the one boundary where a failure is logged: once per failed call, louder for wor
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -34,6 +35,18 @@ T = TypeVar("T")
 XATTR_PREFIX = "user.artifactfs."
 MAX_LINKS = 40
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def fewer_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own arena; fetch threads allocating block
+    buffers then grew the daemon past 200 MiB. Two arenas keep it near its real use."""
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
+    except (OSError, AttributeError):
+        pass
 
 
 class CoreError(Exception):
@@ -144,6 +157,7 @@ class Core:
     async def running(cls, config: Config, **transports: Any) -> AsyncIterator["Core"]:
         """The core with its background work (fetches, cache upkeep) running until the block ends.
         ``transports`` (``api_transport``, ``byte_transport``) replace the network in tests."""
+        fewer_malloc_arenas()
         try:
             cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE)
         except (OSError, sqlite3.Error) as exc:

@@ -48,6 +48,7 @@ MEMORY_BYTES = 32 << 20  # the window of recent blocks
 READAHEAD_BYTES = 24 << 20  # blocks fetched ahead of every reader together
 URL_EXPIRY_MARGIN = 30.0
 SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
+WAIT_MARGIN = 2.0
 EMPTY = memoryview(b"")
 
 
@@ -261,8 +262,10 @@ class Engine:
         self.nursery.start_soon(job, content, start, end, mine, held)
 
     async def _block(self, content: Content, index: int) -> memoryview:
-        """Block ``index`` (shorter at the end of the file; empty past it)."""
-        deadline = trio.current_time() + content.provider.http.deadline
+        """Block ``index`` (shorter at the end of the file; empty past it). A reader waits a
+        little longer than a fetch may take, so that the fetch's own error (naming the URL
+        path and why) is what it gets."""
+        deadline = trio.current_time() + content.provider.http.deadline + WAIT_MARGIN
         while True:
             view = self.window.get((content.hash, index))
             if view is not None:
@@ -342,8 +345,8 @@ class Engine:
         """Blocks from the disk cache; a missing or damaged one is fetched instead."""
         missing: list[int] = []
         try:
-            views = await trio.to_thread.run_sync(
-                lambda: [self.cache.load(content.hash, i) for i in range(start, end)], abandon_on_cancel=True)
+            views = await trio.to_thread.run_sync(self.cache.load, content.hash, start, end - start,
+                                                  abandon_on_cancel=True)
             for index, view in zip(range(start, end), views):
                 if view is None:
                     content.on_disk.discard(index)

@@ -217,10 +217,10 @@ class HttpClient:
         except ValueError:
             body = None
         error = self._classify(resp.status_code, body) if self._classify else None
-        if error is None and resp.status_code >= 400:
-            error = error_for_status(resp.status_code)
         if error is not None:
-            raise error(f"{where}: HTTP {resp.status_code}")
+            raise error(f"{where}: HTTP {resp.status_code}, the answer says it failed")
+        if resp.status_code >= 400:
+            raise error_for_status(resp.status_code)(f"{where}: HTTP {resp.status_code}")
         return body
 
     # ---- bytes -------------------------------------------------------------------------------
@@ -236,9 +236,10 @@ class HttpClient:
         may cap ranges) is followed by a request for the rest. Everything is bounded by one
         deadline (default: the client's).
         """
-        where = self.provider
+        where, reason = self.provider, "no answer"
         pos, failures, resolves, refresh = start, 0, 0, False
-        with trio.move_on_after(self.deadline if deadline is None else deadline):
+        limit = self.deadline if deadline is None else deadline
+        with trio.move_on_after(limit):
             while True:
                 current = await source(refresh)
                 refresh = False
@@ -250,19 +251,19 @@ class HttpClient:
                         return
                     failures = 0
                 except _Retry as exc:
-                    failures = 0 if exc.pos > pos else failures + 1
-                    pos = exc.pos
-                    if failures >= MAX_ATTEMPTS - 1:
-                        raise RemoteError(f"{where}: {exc}, {MAX_ATTEMPTS} attempts") from None
-                    _log_attempt(where, str(exc), failures + 1)
-                    await trio.sleep(retry_delay(failures + 1, exc.retry_after))
+                    failures = 1 if exc.pos > pos else failures + 1  # progress starts the count again
+                    pos, reason = exc.pos, str(exc)
+                    if failures >= MAX_ATTEMPTS:
+                        raise RemoteError(f"{where}: {reason}, {MAX_ATTEMPTS} attempts") from None
+                    _log_attempt(where, reason, failures)
+                    await trio.sleep(retry_delay(failures, exc.retry_after))
                 except _Refused as exc:
-                    pos, resolves = exc.pos, resolves + 1
+                    pos, resolves, reason = exc.pos, resolves + 1, str(exc)
                     if resolves > MAX_RESOLVES:
                         raise RemoteError(f"{where}: {exc}; gave up after {MAX_RESOLVES} new URLs") from None
                     log.info("%s: %s; resolving the URL again", where, exc)
                     refresh = True
-        raise RemoteError(f"{where}: no bytes within {self.deadline if deadline is None else deadline:.0f} s")
+        raise RemoteError(f"{where}: gave up after {limit:.0f} s ({reason}, at byte {pos})")
 
     def _open(self, source: Source, headers: dict[str, str], pos: int) -> tuple[ByteResponse, str]:
         """The response for ``source``, following redirects (credentials only to our origin)."""

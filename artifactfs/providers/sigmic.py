@@ -13,6 +13,7 @@ from typing import Any, Hashable
 from urllib.parse import quote, urlencode
 
 from ..errors import AccessDenied, FsError, NotFound, RemoteError, Unauthorized
+from ..httpclient import url_path
 from ..model import Entry, Kind, Source
 from .base import Probe, Provider, ProviderSpec, api_base, log
 from .fields import as_dict, as_size, as_str, fingerprint, parse_time, pick, texts
@@ -110,7 +111,7 @@ class SigmicProvider(Provider):
         body = as_dict(await self.http.get_json(f"{self._task_url(task)}/artifacts"))
         files = as_dict(body.get("data")).get("files")
         if not isinstance(files, list):
-            raise RemoteError(f"{self.name}: task {task}: the listing has no data.files array")
+            raise RemoteError(f"{self.name}: {url_path(self._task_url(task))}/artifacts: the answer has no data.files array")
         return build_tree((self._file(task, item) for item in files if isinstance(item, dict)), ("task", task))
 
     def _file(self, task: str, item: dict[str, Any]) -> tuple[str, Entry]:

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from artifactfs import blockcache
+from artifactfs import blockcache, engine
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.emulator.server import Reply, Request, parse_range
 from tests.conftest import IN_CI, Mount, MountFactory, run
@@ -53,11 +53,13 @@ def test_a_flipped_byte_on_disk_is_fetched_again_never_served(mount: MountFactor
     m = mount()
     assert sha(file_of(m, "data/a.bin")) == blob.sha256()
     m.stop()
-    blocks = sorted((cache_dir(m) / blockcache.BLOCKS_DIR).rglob("*.*"))
-    assert len(blocks) == 12
-    raw = bytearray(blocks[5].read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    blocks[5].write_bytes(raw)
+    [data] = [p for p in (cache_dir(m) / blockcache.DATA_DIR).rglob("*") if p.is_file()]
+    stride = blockcache.SLOT + engine.BLOCK_SIZE
+    with open(data, "r+b") as f:  # one byte of block 5's payload
+        f.seek(5 * stride + blockcache.SLOT + 1000)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 1]))
     again = mount()
     again.expect_log(r"WARNING artifactfs.cache: cache block .* is damaged \(wrong checksum\); dropped, fetching it again")
     emulator.clear_requests()

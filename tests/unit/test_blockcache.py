@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from artifactfs import blockcache
-from artifactfs.blockcache import BlockCache, block_path, content_hash, read_stats
+from artifactfs.blockcache import SLOT, BlockCache, content_hash, data_path, read_stats
 
 BLOCK = 4096
+STRIDE = SLOT + BLOCK
 MIB = 1 << 20
+C1 = content_hash("sigmic", ("file", "t", "a"), "v1")
+C2 = content_hash("sigmic", ("file", "t", "b"), "v1")
 
 
 def payload(seed: int, size: int = BLOCK) -> memoryview:
@@ -25,14 +28,14 @@ def cache(directory: Path, max_size: int = 64 * MIB, block_size: int = BLOCK) ->
     return BlockCache(directory, max_size, block_size)
 
 
+def load(c: BlockCache, content: str, index: int) -> memoryview | None:
+    return c.load(content, index)[0]
+
+
 def stored(c: BlockCache, content: str, *indexes: int, size: int = BLOCK) -> None:
     for index in indexes:
         assert c.store(content, index, payload(index, size))
     assert c.wait_idle()
-
-
-C1 = content_hash("sigmic", ("file", "t", "a"), "v1")
-C2 = content_hash("sigmic", ("file", "t", "b"), "v1")
 
 
 def test_blocks_survive_a_restart_verified(tmp_path: Path) -> None:
@@ -42,36 +45,47 @@ def test_blocks_survive_a_restart_verified(tmp_path: Path) -> None:
     first.close()
     again = cache(tmp_path)
     try:
-        assert bytes(again.load(C1, 0)) == bytes(payload(0))
+        assert bytes(load(again, C1, 0)) == bytes(payload(0))
         assert again.snapshot(C1) == ({0, 1}, 2 * BLOCK - 10)
-        assert again.load(C1, 7) is None and again.load(C2, 0) is None
+        assert load(again, C1, 7) is None and load(again, C2, 0) is None
         assert read_stats(tmp_path).blocks == 2
     finally:
         again.close()
 
 
-@pytest.mark.parametrize("damage", ["flip a payload byte", "flip a header byte", "truncate", "swap blocks"])
+def test_many_blocks_of_one_file_load_in_one_read(tmp_path: Path) -> None:
+    c = cache(tmp_path)
+    try:
+        stored(c, C1, 0, 1, 3)
+        views = c.load(C1, 0, 5)
+        assert [bytes(v) if v is not None else None for v in views] == [
+            bytes(payload(0)), bytes(payload(1)), None, bytes(payload(3)), None]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("damage", ["flip a payload byte", "flip a header byte", "swap blocks", "truncate"])
 def test_a_damaged_block_is_a_miss_dropped_once(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
     c = cache(tmp_path)
     try:
         stored(c, C1, 0, 1)
-        path = block_path(tmp_path, C1, 0)
+        path = data_path(tmp_path, C1)
         raw = bytearray(path.read_bytes())
         if damage == "flip a payload byte":
-            raw[-1] ^= 1
+            raw[STRIDE - 1] ^= 1
         elif damage == "flip a header byte":
             raw[20] ^= 1
-        elif damage == "truncate":
-            raw = raw[:100]
+        elif damage == "swap blocks":
+            raw = raw[STRIDE:] + raw[:STRIDE]
         else:
-            raw = bytearray(block_path(tmp_path, C1, 1).read_bytes())
+            raw = raw[:100]
         path.write_bytes(raw)
         with caplog.at_level(logging.WARNING, "artifactfs.cache"):
-            assert c.load(C1, 0) is None
+            assert load(c, C1, 0) is None
             assert c.wait_idle()
-            assert c.load(C1, 0) is None  # gone: not reported twice
+            assert load(c, C1, 0) is None  # a hole now: not reported twice
         assert len([r for r in caplog.records if "damaged" in r.message]) == 1
-        assert not path.exists() and c.snapshot(C1)[0] == {1}
+        assert 0 not in c.snapshot(C1)[0]
     finally:
         c.close()
 
@@ -82,7 +96,7 @@ def test_a_new_block_size_or_format_never_serves_old_blocks(tmp_path: Path) -> N
     c.close()
     other = cache(tmp_path, block_size=2 * BLOCK)
     try:
-        assert other.load(C1, 0) is None and other.snapshot(C1) == (set(), None)
+        assert load(other, C1, 0) is None and other.snapshot(C1) == (set(), None)
         assert read_stats(tmp_path).bytes == 0
     finally:
         other.close()
@@ -93,7 +107,7 @@ def test_least_recently_used_blocks_go_beyond_max_size(tmp_path: Path) -> None:
     try:
         stored(c, C1, *range(8))
         time.sleep(0.01)
-        assert c.load(C1, 0) is not None  # used: newer than 1..7
+        assert load(c, C1, 0) is not None  # used: newer than 1..7
         c._flush()
         stored(c, C2, *range(6))
         kept = c.snapshot(C1)[0]
@@ -103,48 +117,54 @@ def test_least_recently_used_blocks_go_beyond_max_size(tmp_path: Path) -> None:
         c.close()
 
 
-def test_two_caches_on_one_dir_share_the_budget_and_their_temporary_files(tmp_path: Path) -> None:
+def test_evicted_blocks_free_their_space_and_empty_files_go(tmp_path: Path) -> None:
+    c = cache(tmp_path, max_size=4 * BLOCK)
+    try:
+        stored(c, C1, 0, 1, 2, 3)
+        used = os.stat(data_path(tmp_path, C1)).st_blocks
+        stored(c, C2, 0, 1)
+        assert os.stat(data_path(tmp_path, C1)).st_blocks < used
+        stored(c, C2, 2, 3)
+        assert not data_path(tmp_path, C1).exists()
+    finally:
+        c.close()
+
+
+def test_two_caches_on_one_dir_share_the_budget_and_the_files(tmp_path: Path) -> None:
     a, b = cache(tmp_path, max_size=12 * BLOCK), cache(tmp_path, max_size=12 * BLOCK)
     try:
-        tmp_dirs = sorted(p for p in (tmp_path / "tmp").iterdir() if p.is_dir())
-        assert len(tmp_dirs) == 2
-        stored(a, C1, *range(8))
+        stored(a, C1, 0, 2, 4)
+        stored(b, C1, 1, 3, 5)  # one file, written by both
+        assert [bytes(v) for v in a.load(C1, 0, 6)] == [bytes(payload(i)) for i in range(6)]
         stored(b, C2, *range(8))
         assert read_stats(tmp_path).bytes <= 12 * BLOCK
-        assert bytes(b.load(C1, 7)) == bytes(payload(7))  # what one wrote, the other reads
-        third = cache(tmp_path)  # a new process sweeps only dead processes' temporary dirs
-        third.close()
-        assert all(p.exists() for p in tmp_dirs)
     finally:
         a.close()
         b.close()
 
 
-def test_temporary_dirs_of_dead_processes_are_swept(tmp_path: Path) -> None:
-    dead = tmp_path / "tmp" / "999999-dead"
-    dead.mkdir(parents=True)
-    (dead / "half-written").write_bytes(b"x")
-    dead.with_suffix(".lock").write_bytes(b"")
-    c = cache(tmp_path)
-    try:
-        assert not dead.exists() and not dead.with_suffix(".lock").exists()
-    finally:
-        c.close()
-
-
 def test_orphans_are_swept_and_counted_nowhere(tmp_path: Path) -> None:
     c = cache(tmp_path)
+    stored(c, C1, 0)
+    c.close()
+    header = blockcache.encode_header(C1, 3, payload(3), BLOCK)
+    with open(data_path(tmp_path, C1), "r+b") as f:  # written, never indexed: a crash
+        f.seek(3 * STRIDE)
+        f.write(header + bytes(payload(3)))
+    orphan = data_path(tmp_path, C2)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(blockcache.encode_header(C2, 0, payload(0), BLOCK) + bytes(payload(0)))
+    fresh = data_path(tmp_path, content_hash("p", "k", "f"))
+    fresh.parent.mkdir(parents=True, exist_ok=True)
+    fresh.write_bytes(b"another process's block, about to be indexed")
+    old = time.time() - 3600
+    for path in (orphan, data_path(tmp_path, C1)):
+        os.utime(path, (old, old))
+    c = cache(tmp_path)
     try:
-        stored(c, C1, 0)
-        orphan = block_path(tmp_path, C2, 0)
-        orphan.parent.mkdir(parents=True, exist_ok=True)
-        orphan.write_bytes(b"renamed into place but never indexed")
-        fresh = block_path(tmp_path, C2, 1)
-        fresh.write_bytes(b"another process's block, about to be indexed")
-        old = time.time() - 3600
-        os.utime(orphan, (old, old))
-        assert c.sweep_orphans() == 1
-        assert not orphan.exists() and fresh.exists() and block_path(tmp_path, C1, 0).exists()
+        assert c.sweep_orphans() == 2
+        assert not orphan.exists() and fresh.exists() and bytes(load(c, C1, 0)) == bytes(payload(0))
+        assert os.stat(data_path(tmp_path, C1)).st_blocks * 512 <= STRIDE  # block 3's space is free again
         assert read_stats(tmp_path).blocks == 1
     finally:
         c.close()
@@ -155,9 +175,9 @@ def test_clear_under_a_live_cache_then_it_keeps_working(tmp_path: Path) -> None:
     try:
         stored(c, C1, 0, 1)
         assert blockcache.clear(tmp_path) == 2 * BLOCK
-        assert c.load(C1, 0) is None and read_stats(tmp_path).bytes == 0
+        assert load(c, C1, 0) is None and read_stats(tmp_path).bytes == 0
         stored(c, C1, 0)
-        assert bytes(c.load(C1, 0)) == bytes(payload(0))
+        assert bytes(load(c, C1, 0)) == bytes(payload(0))
         assert read_stats(tmp_path).blocks == 1
     finally:
         c.close()
@@ -168,7 +188,6 @@ def test_a_full_queue_drops_instead_of_waiting(tmp_path: Path, monkeypatch: pyte
     c = cache(tmp_path)
     try:
         with c._cond:  # the writer cannot take anything while this is held
-            c._queue.append(("total", C1, 1))
             c._queued = 2 * BLOCK
             assert c.store(C1, 0, payload(0)) is False
             c._queued = 0
@@ -180,22 +199,21 @@ def test_a_full_queue_drops_instead_of_waiting(tmp_path: Path, monkeypatch: pyte
 def test_disk_errors_never_raise_and_are_logged_once(tmp_path: Path, code: int, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     c = cache(tmp_path)
-    real = os.writev
+    real = os.pwritev
 
-    def failing(fd: int, buffers: list) -> int:
+    def failing(fd: int, buffers: list, offset: int) -> int:
         raise OSError(code, os.strerror(code))
 
     try:
         with caplog.at_level(logging.WARNING, "artifactfs.cache"):
-            monkeypatch.setattr(os, "writev", failing)
+            monkeypatch.setattr(os, "pwritev", failing)
             for index in range(5):
                 assert c.store(C1, index, payload(index)) in (True, False)
             assert c.wait_idle()
-            monkeypatch.setattr(os, "writev", real)
+            monkeypatch.setattr(os, "pwritev", real)
             monkeypatch.setattr(blockcache, "RETRY_AFTER_FAILURE", 0.0)
             stored(c, C1, 9)
-        assert bytes(c.load(C1, 9)) == bytes(payload(9))
+        assert bytes(load(c, C1, 9)) == bytes(payload(9))
         assert len([r for r in caplog.records if "cannot write" in r.message]) == 1
-        assert not any((tmp_path / "blocks").rglob("*.tmp*"))
     finally:
         c.close()
