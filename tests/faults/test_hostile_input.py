@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from artifactfs.emulator import Emulator
 from artifactfs.emulator.server import Reply, Request
@@ -22,6 +23,8 @@ HOSTILE_FILES: list = [
     {"path": "..", "size": 1},
     {"path": "dup.txt", "size": 1, "modifiedAt": "2026-01-01T00:00:00Z"},
     {"path": "dup.txt", "size": 2, "modifiedAt": "2026-02-01T00:00:00Z"},
+    {"path": "same\x01name.txt", "size": 5, "modifiedAt": "2026-01-01T00:00:00Z"},
+    {"path": "same\x02name.txt", "size": 6, "modifiedAt": "2026-02-01T00:00:00Z"},
     {"path": "/".join(f"d{i}" for i in range(200)) + "/deep.txt", "size": 4},
     {"path": "x" * 1000, "size": 1},
     {"path": "wrong-types.txt", "size": "many", "modifiedAt": 12, "mimeType": ["a"], "category": {}},
@@ -62,8 +65,13 @@ def test_hostile_paths_and_wrong_types_give_a_safe_tree(mount: MountFactory, emu
     assert not any(part in ("", ".", "..") for name in names for part in name.split("/")[1:])
     assert all("\x00" not in n and not any(ord(c) < 32 for c in n) for n in names)
     assert "/etc/passwd" in names  # ../../ dropped, still inside the task
-    assert sorted(n for n in names if n.startswith("/dup")) == ["/dup.txt", "/dup~dup.txt.txt"]
-    assert os.stat(root / "dup.txt").st_size == 2  # the newest keeps the name
+    # One path listed twice is one file, shown once (CONTRACT §3: duplicate ids are shown once).
+    assert [n for n in names if n.startswith("/dup")] == ["/dup.txt"]
+    assert os.stat(root / "dup.txt").st_size in (1, 2)
+    # Two files whose names clean to the same one: the newest keeps it, the other gets ~<id>.
+    assert sorted(n for n in names if n.startswith("/same")) == ["/same_name.txt", "/same_name~same_name.txt.txt"]
+    assert os.stat(root / "same_name.txt").st_size == 6
+    assert os.stat(root / "same_name~same_name.txt.txt").st_size == 5
     deep = root / "/".join(f"d{i}" for i in range(200)) / "deep.txt"
     assert os.stat(deep).st_size == 4
     assert os.stat(root / "wrong-types.txt").st_size == 0
@@ -72,24 +80,23 @@ def test_hostile_paths_and_wrong_types_give_a_safe_tree(mount: MountFactory, emu
 
 
 def test_bodies_that_are_not_listings_leave_the_mount_working(mount: MountFactory, emulator: Emulator) -> None:
-    m = mount(ids={"sigmic": ["hostile", "task_123"]})
-    m.expected_log.append("")
     for body in (b"<html>not json</html>", b"[1, 2, 3]", {"success": True, "data": None},
                  {"success": True, "data": {"files": {"not": "a list"}}}, {"success": False},
                  b"\xff\xfe\x00garbage", b"{" * 10_000):
+        m = mount(ids={"sigmic": ["hostile", "task_123"]})  # a fresh mount: no listing to fall back on
         emulator.origins["api"].faults = hostile_listing(body)
-        result = subprocess.run(["ls", str(m.path / "sigmic" / "hostile")], capture_output=True, text=True)
-        assert result.returncode == 0 or "Input/output error" in result.stderr, (body, result.stderr)
+        # Not a listing: EIO, and one line that says which task and why.
+        m.expect_log(r" ERROR artifactfs\.core: opendir: sigmic: .*\bhostile\b", 1)
+        result = subprocess.run(["ls", str(m.path / "sigmic" / "hostile")], capture_output=True, text=True,
+                                check=False)
+        assert result.returncode != 0 and "Input/output error" in result.stderr, (body, result.stderr)
         assert m.proc.poll() is None
         assert "downloads" in os.listdir(m.path / "sigmic" / "task_123")
-        subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
-        m.proc.wait(10)
-        m = mount(ids={"sigmic": ["hostile", "task_123"]})
-        m.expected_log.append("")
+        m.stop()
 
 
 def test_a_gumloop_page_far_larger_than_asked_works(mount: MountFactory, emulator: Emulator) -> None:
-    artifacts = [{"id": f"art_{i}", "version_id": f"ver_{i}", "filename": f"f{i}.txt",
+    artifacts: list[Any] = [{"id": f"art_{i}", "version_id": f"ver_{i}", "filename": f"f{i}.txt",
                   "created_at": "2026-05-15T14:32:00Z", "metadata": {"size": i}} for i in range(10_000)]
     artifacts += [{"id": None}, {"id": 7, "filename": 8}, {"filename": "no-id"}, None, {"id": "art_x", "metadata": "junk"}]
 

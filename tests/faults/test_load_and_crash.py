@@ -12,9 +12,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Self
 
 from artifactfs.emulator import Emulator, PatternBlob
 from tests.conftest import MountFactory, fuse_mounts
+from tests.faults.logs import retry
 
 TASK = "task_123"
 MiB = 1 << 20
@@ -40,7 +42,7 @@ class RssSampler:
         while not self._stop.wait(0.05):
             self.peak = max(self.peak, rss(self.pid))
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -65,12 +67,16 @@ def test_32_readers_with_faults_get_exact_bytes_in_bounded_memory(
         emulator.put_sigmic_file(TASK, path, blob)
     emulator.put_sigmic_file(TASK, "load/big.bin", big)
     m = mount(timeout=3, args=("--cache-size", "256MiB"))
-    m.expected_log.append("")
     root = m.path / "sigmic" / TASK
     expected = {path: blob.sha256() for path, blob in small.items()}
     expected["load/big.bin"] = big.sha256()
     emulator.faults("api").set("cut", after=100_000, count=15, path_contains="/download")
     emulator.faults("api").set("status", code=503, count=15, path_contains="/download")
+    # The 503s go to the first wave of fetches, one each: a first failed attempt is INFO. A
+    # WARNING only comes from a fetch whose retry (after its jittered backoff) got a 503 again.
+    # A cut body made progress, so its retry counts as a first attempt again (INFO).
+    m.expect_log(retry("sigmic", f"/sigmic/api/v1/tasks/{TASK}/artifacts/download", "HTTP 503"),
+                 None, least=0, most=4)
     peaks = []
     for _ in range(2):
         with RssSampler(m.proc.pid) as sampler, ThreadPoolExecutor(32) as pool:
@@ -79,7 +85,7 @@ def test_32_readers_with_faults_get_exact_bytes_in_bounded_memory(
         peaks.append(sampler.peak)
     assert max(peaks) < RSS_LIMIT, peaks
     assert peaks[1] <= peaks[0] + 24 * MiB, peaks  # no growth across passes
-    assert any(r.get("fault") for r in emulator.requests())
+    assert [sum(1 for r in emulator.requests() if r["fault"] == kind) for kind in ("status", "cut")] == [15, 15]
 
 
 def test_kill_9_then_unmount_then_remount_reads_every_file_exactly(
@@ -99,7 +105,7 @@ def test_kill_9_then_unmount_then_remount_reads_every_file_exactly(
         reader.kill()
         reader.wait()
     result = subprocess.run([sys.executable, "-m", "artifactfs", "unmount", str(first.path)],
-                            capture_output=True, text=True, timeout=30)
+                            capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     assert str(first.path) not in fuse_mounts()
     emulator.faults("api").clear()
