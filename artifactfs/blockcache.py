@@ -23,7 +23,7 @@ so several processes share it).
   counted nowhere.
 - Durability: no fsync. A crash may lose the last blocks or leave a torn one; the header and
   checksum turn either into a miss. ``clear`` empties the index and the files while mounts
-  run: they see the index's generation change, drop their open files, and fetch again.
+  run: their writers see their open files unlinked and start new ones; reads fetch again.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ MAGIC = b"AFSB"
 SLOT = 4096  # the header's room before each payload
 QUEUE_BYTES = 32 << 20
 BATCH_BLOCKS = 64
+BATCH_WAIT = 0.05  # the writer gathers blocks this long: one transaction for many, few wake-ups
 OPEN_FILES = 64
 FLUSH_INTERVAL = 2.0
 ORPHAN_AGE = 60.0
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS contents (content TEXT PRIMARY KEY, total INTEGER) WI
 CREATE TABLE IF NOT EXISTS trees (name TEXT PRIMARY KEY, size INTEGER, atime REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-INSERT OR IGNORE INTO counters VALUES ('used', 0), ('hits', 0), ('misses', 0), ('generation', 0);
+INSERT OR IGNORE INTO counters VALUES ('used', 0), ('hits', 0), ('misses', 0);
 CREATE TRIGGER IF NOT EXISTS blocks_added AFTER INSERT ON blocks
   BEGIN UPDATE counters SET value = value + NEW.size WHERE name = 'used'; END;
 CREATE TRIGGER IF NOT EXISTS blocks_resized AFTER UPDATE OF size ON blocks
@@ -140,12 +141,11 @@ def _open_index(directory: Path, block_size: int) -> sqlite3.Connection:
 
 
 def _empty(db: sqlite3.Connection, directory: Path) -> int:
-    """Every row and file gone, the generation bumped so running processes notice; bytes freed."""
+    """Every row and file gone (a writer still holding a file sees it unlinked); bytes freed."""
     db.execute("BEGIN IMMEDIATE")
     freed = _counter(db, "used")
     for table in ("blocks", "contents", "trees"):
         db.execute(f"DELETE FROM {table}")
-    db.execute("UPDATE counters SET value = value + 1 WHERE name = 'generation'")
     db.execute("COMMIT")
     for sub in (DATA_DIR, TREES_DIR, "blocks", "tmp"):  # blocks/ and tmp/ are an older format's
         root = directory / sub
@@ -215,7 +215,8 @@ class BlockCache:
         self._db_lock = threading.Lock()
         self._reader = _connect(directory)
         self._reader_lock = threading.Lock()
-        self._generation = _counter(self._db, "generation")
+        self._held = self._contents_held()
+        self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
         self._once = _Once()
         self._files: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._queue: collections.deque[tuple] = collections.deque()
@@ -230,6 +231,15 @@ class BlockCache:
         self._writer.start()
 
     # ---- reads (worker threads) ----------------------------------------------------------------
+
+    def _contents_held(self) -> set[str]:
+        with self._reader_lock:
+            return {row[0] for row in self._reader.execute("SELECT DISTINCT content FROM blocks")}
+
+    def may_hold(self, content: str) -> bool:
+        """Whether the index may hold blocks of ``content`` (cheap, no sqlite): False means
+        a first read need not ask the index. Kept up to date with other processes' writes."""
+        return content in self._held
 
     def snapshot(self, content: str) -> tuple[set[int], int | None]:
         """Which blocks of ``content`` the index holds, and its size if ever learned."""
@@ -295,7 +305,8 @@ class BlockCache:
                 return False
             self._queue.append(("block", content, index, payload))
             self._queued += size
-            self._cond.notify()
+            if len(self._queue) in (1, BATCH_BLOCKS):  # wake the writer: it gathers for BATCH_WAIT
+                self._cond.notify()
         return True
 
     def learned_total(self, content: str, total: int) -> None:
@@ -310,7 +321,8 @@ class BlockCache:
     def _enqueue(self, item: tuple) -> None:
         with self._cond:
             self._queue.append(item)
-            self._cond.notify()
+            if len(self._queue) == 1:
+                self._cond.notify()
 
     # ---- unpacked trees ------------------------------------------------------------------------
 
@@ -329,15 +341,14 @@ class BlockCache:
         flushed = time.monotonic()
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
-                    if not self._cond.wait(FLUSH_INTERVAL):
-                        break
+                if len(self._queue) < BATCH_BLOCKS and not self._stopping:
+                    self._cond.wait(BATCH_WAIT if self._queue else FLUSH_INTERVAL)
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH_BLOCKS))]
                 stopping = self._stopping and not self._queue
                 self._busy = True
             try:
-                self._notice_clear()
                 self._write_batch(batch)
+                self._notice_others()
                 if stopping or time.monotonic() - flushed > FLUSH_INTERVAL:
                     self._flush()
                     flushed = time.monotonic()
@@ -353,20 +364,22 @@ class BlockCache:
         """Wait until everything queued so far is on disk and indexed; whether it is."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            self._cond.notify_all()
             while (self._queue or self._busy) and time.monotonic() < deadline:
                 self._cond.wait(0.05)
             return not self._queue and not self._busy
 
-    def _notice_clear(self) -> None:
-        """``cache clear`` (here or in another process) removed the files: stop writing into them."""
+    def _notice_others(self) -> None:
+        """Another process (a second mount, fsspec, ``cache clear``) changed the index: reload
+        which contents it holds blocks of."""
         try:
             with self._db_lock:
-                generation = _counter(self._db, "generation")
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._data_version = version
+                self._held = self._contents_held()
         except sqlite3.Error:
-            return
-        if generation != self._generation:
-            self._generation = generation
-            self._close_files()
+            pass
 
     def _close_files(self) -> None:
         while self._files:
@@ -390,6 +403,9 @@ class BlockCache:
     def _write_batch(self, batch: list[tuple]) -> None:
         rows, totals, drops, trees, touched_trees = [], [], [], [], []
         now = time.time()
+        for content in {item[1] for item in batch if item[0] == "block"} & self._files.keys():
+            if os.fstat(self._files[content]).st_nlink == 0:  # cleared under us: start a new file
+                self._forget_file(content)
         for item in batch:
             kind = item[0]
             if kind == "block":
@@ -408,6 +424,7 @@ class BlockCache:
             else:
                 touched_trees.append((now, item[1]))
         if rows or totals or drops or trees or touched_trees:
+            self._held.update(content for content, _, _, _ in rows)
             self._index(rows, totals, drops, trees, touched_trees)
 
     def _write_block(self, content: str, index: int, payload: memoryview) -> bool:

@@ -23,7 +23,7 @@ import trio
 from .blockcache import BlockCache
 from .config import Config
 from .engine import BLOCK_SIZE, Engine, Handle
-from .errors import AccessDenied, FsError, Invalid, IsADirectory, NotFound, ReadOnly, RemoteError
+from .errors import AccessDenied, FsError, Invalid, IsADirectory, NotADirectory, NotFound, ReadOnly, RemoteError
 from .model import Kind
 from .namespace import Invalidator, Namespace, Node
 from .providers import make_provider
@@ -34,6 +34,7 @@ log = logging.getLogger("artifactfs.core")
 T = TypeVar("T")
 XATTR_PREFIX = "user.artifactfs."
 MAX_LINKS = 40
+SETTLE_SECONDS = 2.0
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 
 
@@ -42,7 +43,8 @@ M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 def fewer_malloc_arenas() -> None:
     """glibc gives each thread that allocates its own arena; fetch threads allocating block
-    buffers then grew the daemon past 200 MiB. Two arenas keep it near its real use."""
+    buffers then grew the daemon past 200 MiB. Two arenas keep it near its real use. For the
+    daemon only: a library must not change its host process's allocator."""
     try:
         ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
     except (OSError, AttributeError):
@@ -120,7 +122,7 @@ def boundary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]
     async def wrapper(self: Core, *args: Any) -> T:
         try:
             return await method(self, *args)
-        except (NotFound, ReadOnly, IsADirectory, Invalid):
+        except (NotFound, ReadOnly, IsADirectory, NotADirectory, Invalid):
             raise
         except AccessDenied as exc:
             log.warning("%s: %s", method.__name__, exc)
@@ -157,7 +159,6 @@ class Core:
     async def running(cls, config: Config, **transports: Any) -> AsyncIterator["Core"]:
         """The core with its background work (fetches, cache upkeep) running until the block ends.
         ``transports`` (``api_transport``, ``byte_transport``) replace the network in tests."""
-        fewer_malloc_arenas()
         try:
             cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE)
         except (OSError, sqlite3.Error) as exc:
@@ -169,6 +170,8 @@ class Core:
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 try:
                     yield core
+                    with trio.move_on_after(SETTLE_SECONDS):  # fetches finishing now still reach the disk
+                        await core.engine.settled()
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
@@ -202,9 +205,13 @@ class Core:
     def _mtime(self, node: Node) -> float:
         return node.entry.mtime if node.entry.mtime is not None else self._started
 
-    def _size_learned(self, inode: int) -> Callable[[int], None]:
-        """The engine learned a file's true size: the front end must ask for its attributes again."""
-        return lambda size: self.ns.invalidator.inode(inode)
+    def _size_learned(self, node: Node) -> Callable[[int], None]:
+        """The engine learned a file's true size: where it is not what the listing said, the
+        front end must ask for its attributes again."""
+        def learned(size: int) -> None:
+            if size != node.entry.size:
+                self.ns.invalidator.inode(node.inode)
+        return learned
 
     # ---- by inode (the kernel) ----------------------------------------------------------------------
 
@@ -275,7 +282,7 @@ class Core:
                 raise NotFound(self.ns.path(node)) from None
         else:
             remote = await self.engine.open(provider, entry.ref, entry.key, entry.fingerprint, entry.size)
-            remote.content.listeners[node.inode] = self._size_learned(node.inode)
+            remote.content.listeners[node.inode] = self._size_learned(node)
             handle = RemoteFile(self.engine, remote)
         fh = self._new_fh()
         self._files[fh] = (handle, node)

@@ -23,11 +23,12 @@ worker threads. No disk, sqlite or lock wait happens on the trio thread.
 from __future__ import annotations
 
 import collections
+import functools
 import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple
 
 import trio
 
@@ -42,14 +43,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("artifactfs.engine")
 
 BLOCK_SIZE = 256 << 10
-FIRST_WINDOW = 4  # blocks fetched by a first read at offset 0 (head -c stays small)
-MAX_WINDOW = 64  # 16 MiB per sequential reader
+FIRST_WINDOW = (1 << 20) // BLOCK_SIZE  # blocks a first read at offset 0 fetches (head -c stays small)
+MAX_WINDOW = (16 << 20) // BLOCK_SIZE  # per sequential reader
 MEMORY_BYTES = 32 << 20  # the window of recent blocks
 READAHEAD_BYTES = 24 << 20  # blocks fetched ahead of every reader together
 URL_EXPIRY_MARGIN = 30.0
 SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
 WAIT_MARGIN = 2.0
-EMPTY = memoryview(b"")
+SEGMENT_MAX = 16 << 20  # one buffer per fetch, up to this; a whole body gets several
+
+
+class Span(NamedTuple):
+    """A block's bytes: ``base[start:end]``. Blocks of one fetch share one buffer, so a read
+    spanning several of them is one slice of it, not a copy."""
+
+    base: memoryview
+    start: int
+    end: int
+
+    def __len__(self) -> int:  # type: ignore[override]
+        return self.end - self.start
+
+
+EMPTY = Span(memoryview(b""), 0, 0)
 
 
 @dataclass(frozen=True)
@@ -60,19 +76,19 @@ class ContentId:
     key: Hashable
     fingerprint: str
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
         return content_hash(self.provider, self.key, self.fingerprint)
 
 
 class _Pending:
-    """A block being fetched or loaded: readers wait on ``done``, then take ``view`` or ``error``."""
+    """A block being fetched or loaded: readers wait on ``done``, then take ``span`` or ``error``."""
 
-    __slots__ = ("done", "view", "error")
+    __slots__ = ("done", "span", "error")
 
     def __init__(self) -> None:
         self.done = trio.Event()
-        self.view: memoryview | None = None
+        self.span: Span | None = None
         self.error: FsError | None = None
 
 
@@ -117,18 +133,18 @@ class Window:
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.bytes = 0
-        self._blocks: collections.OrderedDict[tuple[str, int], memoryview] = collections.OrderedDict()
+        self._blocks: collections.OrderedDict[tuple[str, int], Span] = collections.OrderedDict()
 
-    def get(self, key: tuple[str, int]) -> memoryview | None:
-        view = self._blocks.get(key)
-        if view is not None:
+    def get(self, key: tuple[str, int]) -> Span | None:
+        span = self._blocks.get(key)
+        if span is not None:
             self._blocks.move_to_end(key)
-        return view
+        return span
 
-    def put(self, key: tuple[str, int], view: memoryview) -> None:
+    def put(self, key: tuple[str, int], span: Span) -> None:
         old = self._blocks.pop(key, None)
-        self.bytes += len(view) - (len(old) if old is not None else 0)
-        self._blocks[key] = view
+        self.bytes += len(span) - (len(old) if old is not None else 0)
+        self._blocks[key] = span
         while self.bytes > self.budget and len(self._blocks) > 1:
             _, dropped = self._blocks.popitem(last=False)
             self.bytes -= len(dropped)
@@ -147,6 +163,8 @@ class Engine:
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
         self._sizes: collections.OrderedDict[ContentId, int] = collections.OrderedDict()
+        self._working = 0
+        self._quiet = trio.Event()
 
     # ---- open / size / release -------------------------------------------------------------------
 
@@ -158,10 +176,11 @@ class Engine:
         if content is None:
             content = Content(cid, cid.hash, provider, ref, total=self._sizes.get(cid), claimed=claimed)
             self._contents[cid] = content
-            on_disk, total = await trio.to_thread.run_sync(self.cache.snapshot, content.hash)
-            content.on_disk |= on_disk
-            if content.total is None and total is not None:
-                self._learned_total(content, total)
+            if self.cache.may_hold(content.hash):
+                on_disk, total = await trio.to_thread.run_sync(self.cache.snapshot, content.hash)
+                content.on_disk |= on_disk
+                if content.total is None and total is not None:
+                    self._learned_total(content, total)
         content.handles += 1
         return Handle(content, window=0)
 
@@ -180,27 +199,32 @@ class Engine:
     # ---- reads -----------------------------------------------------------------------------------
 
     async def read(self, handle: Handle, offset: int, size: int) -> memoryview | bytes:
-        """Exactly ``size`` bytes at ``offset``, fewer only at the end of the file."""
+        """Exactly ``size`` bytes at ``offset``, fewer only at the end of the file: one slice of
+        a fetch's buffer where the read lies within one fetch, else the pieces joined."""
         content = handle.content
         if size <= 0 or (content.total is not None and offset >= content.total):
-            return EMPTY
+            return EMPTY.base
         first, last = offset // BLOCK_SIZE, (offset + size - 1) // BLOCK_SIZE
         self._adapt(handle, offset)
         self._plan(content, first, last, handle.window)
         end = offset + size
-        parts: list[memoryview] = []
+        parts: list[Span] = []
         for index in range(first, last + 1):
-            view = await self._block(content, index)
+            span = await self._block(content, index)
             base = index * BLOCK_SIZE
-            lo, hi = max(offset, base) - base, min(end - base, len(view))
+            lo, hi = max(offset, base) - base, min(end - base, len(span))
             if hi > lo:
-                parts.append(view[lo:hi])
-            if len(view) < BLOCK_SIZE or hi < lo:
+                piece = Span(span.base, span.start + lo, span.start + hi)
+                if parts and parts[-1].base is piece.base and parts[-1].end == piece.start:
+                    parts[-1] = Span(piece.base, parts[-1].start, piece.end)
+                else:
+                    parts.append(piece)
+            if len(span) < BLOCK_SIZE or hi < lo:
                 break
         handle.next_offset = offset + sum(len(p) for p in parts)
         if len(parts) == 1:
-            return parts[0]
-        return b"".join(parts)
+            return parts[0].base[parts[0].start:parts[0].end]
+        return b"".join(p.base[p.start:p.end] for p in parts)
 
     def _adapt(self, handle: Handle, offset: int) -> None:
         """The handle's readahead window: a small one at the start, doubled on sequential reads,
@@ -251,6 +275,11 @@ class Engine:
             while index < stop and self._available(content, index):
                 index += 1
 
+    async def settled(self) -> None:
+        """Return once no fetch or load is under way (their blocks are then queued for the disk)."""
+        while self._working:
+            await self._quiet.wait()
+
     def _start(self, content: Content, start: int, end: int, from_disk: bool, *, readahead: bool) -> None:
         for _ in range(start, end):
             self.cache.count(hit=from_disk)
@@ -258,19 +287,21 @@ class Engine:
         content.pending.update(mine)
         held = (end - start) * BLOCK_SIZE if readahead else 0
         self.readahead_pending += held
+        self._working += 1
+        self._quiet = trio.Event() if self._quiet.is_set() else self._quiet
         job = self._load if from_disk else self._fetch
         self.nursery.start_soon(job, content, start, end, mine, held)
 
-    async def _block(self, content: Content, index: int) -> memoryview:
+    async def _block(self, content: Content, index: int) -> Span:
         """Block ``index`` (shorter at the end of the file; empty past it). A reader waits a
         little longer than a fetch may take, so that the fetch's own error (naming the URL
         path and why) is what it gets."""
         deadline = trio.current_time() + content.provider.http.deadline + WAIT_MARGIN
         while True:
-            view = self.window.get((content.hash, index))
-            if view is not None:
+            span = self.window.get((content.hash, index))
+            if span is not None:
                 self.cache.count(hit=True)
-                return view
+                return span
             pending = content.pending.get(index)
             if pending is not None:
                 with trio.move_on_at(deadline):
@@ -279,8 +310,8 @@ class Engine:
                     raise RemoteError(f"{content.id.provider}: block {index} did not arrive in time")
                 if pending.error is not None:
                     raise pending.error
-                assert pending.view is not None
-                return pending.view
+                assert pending.span is not None
+                return pending.span
             limit = content.blocks()
             if limit is not None and index >= limit:
                 return EMPTY
@@ -295,13 +326,13 @@ class Engine:
 
     # ---- arrivals (trio thread) ------------------------------------------------------------------
 
-    def _arrived(self, content: Content, index: int, view: memoryview) -> None:
-        self.window.put((content.hash, index), view)
+    def _arrived(self, content: Content, index: int, span: Span) -> None:
+        self.window.put((content.hash, index), span)
         if content.streams:
             content.streamed_to = max(content.streamed_to, index + 1)
         pending = content.pending.pop(index, None)
         if pending is not None:
-            pending.view = view
+            pending.span = span
             pending.done.set()
         self._wake(content)
 
@@ -325,6 +356,9 @@ class Engine:
         """A fetch or load ended: its waiters still waiting get the error (or, past the end of
         the file, an empty block); nobody waits forever, and nothing failed is remembered."""
         self.readahead_pending -= held
+        self._working -= 1
+        if not self._working:
+            self._quiet.set()
         limit = content.blocks()
         for index, pending in mine.items():
             if pending.done.is_set():
@@ -332,7 +366,7 @@ class Engine:
             if content.pending.get(index) is pending:
                 del content.pending[index]
             if limit is not None and index >= limit:
-                pending.view = EMPTY
+                pending.span = EMPTY
             else:
                 pending.error = error or RemoteError(f"{content.id.provider}: block {index} never arrived")
             pending.done.set()
@@ -352,10 +386,11 @@ class Engine:
                     content.on_disk.discard(index)
                     missing.append(index)
                 else:
-                    self._arrived(content, index, view)
+                    self._arrived(content, index, Span(view, 0, len(view)))
         finally:
             if missing:
                 refetch = {i: mine.pop(i) for i in missing}
+                self._working += 1
                 self.nursery.start_soon(self._fetch, content, missing[0], missing[-1] + 1, refetch, 0)
             self._settle(content, mine, None, held)
 
@@ -433,10 +468,11 @@ class Engine:
 
 
 class _BlockSink:
-    """Receives one fetch's bytes in a worker thread: a fresh buffer per block, filled in
-    place (``readinto``), handed to the trio thread when complete, queued for the disk.
-    A whole body (the server ignored Range) is taken to its end, every block kept, and the
-    disk queue then waits rather than drops, so the file is not sent again."""
+    """Receives one fetch's bytes in a worker thread, in place (``readinto``) into one buffer
+    for the range asked (a whole body: buffers of ``SEGMENT_MAX``); each complete block is
+    handed to the trio thread as a span of it, and queued for the disk. A whole body (the
+    server ignored Range) is taken to its end, every block kept, and the disk queue then
+    waits rather than drops, so the file is not sent again."""
 
     def __init__(self, engine: Engine, content: Content, start: int, end: int,
                  token: trio.lowlevel.TrioToken) -> None:
@@ -444,9 +480,10 @@ class _BlockSink:
         self.wanted_end = end * BLOCK_SIZE
         self.total: int | None = content.total
         self.ranged = True
-        self.block = start
-        self.buffer: bytearray | None = None
-        self.filled = 0
+        self.pos = start * BLOCK_SIZE  # the next byte to arrive
+        self.segment: bytearray | None = None
+        self.base = EMPTY.base
+        self.segment_start = self.segment_end = self.pos
         self.closed = False  # set on the trio thread when the fetch is over
         self.counted = False  # trio thread: counted as a whole-body stream
 
@@ -459,15 +496,15 @@ class _BlockSink:
             self.closed = True
 
     def begin(self, first: int, total: int | None, ranged: bool) -> None:
-        """A response starts at ``first``: where this fetch stopped (a resume within a block),
-        a block boundary, or 0 (a whole body)."""
+        """A response starts at ``first``: where this fetch stopped (a resume, maybe within a
+        block), or a block boundary (0 for a whole body)."""
         self.ranged = ranged
-        if first != self.block * BLOCK_SIZE + self.filled:
-            if first % BLOCK_SIZE:
-                raise RemoteError(f"{self.content.id.provider}: an answer starting at byte {first}")
-            self.block, self.buffer, self.filled = first // BLOCK_SIZE, None, 0
         if total is not None:
             self._learned(total)
+        if first != self.pos:
+            if first % BLOCK_SIZE:
+                raise RemoteError(f"{self.content.id.provider}: an answer starting at byte {first}")
+            self.pos, self.segment = first, None
         if not ranged:
             self._report(self.engine._count_stream, self, 1)
 
@@ -477,38 +514,40 @@ class _BlockSink:
             self._report(self.engine._learned_total, self.content, total)
             self.engine.cache.learned_total(self.content.hash, total)
 
-    def _expected(self) -> int:
-        if self.total is None:
-            return BLOCK_SIZE
-        return max(0, min(BLOCK_SIZE, self.total - self.block * BLOCK_SIZE))
+    def _stop(self) -> int:
+        """Where bytes stop being wanted: the range asked (a whole body: the file's end)."""
+        stop = self.wanted_end if self.ranged else (1 << 62)
+        return stop if self.total is None else min(stop, self.total)
 
     def window(self, pos: int) -> memoryview | None:
-        if self.closed or (self.ranged and pos >= self.wanted_end):
+        if self.closed or pos >= self._stop():
             return None
-        if self.buffer is None:
-            expected = self._expected()
-            if expected == 0:
-                return None
-            self.buffer = bytearray(expected)
-        return memoryview(self.buffer)[self.filled:]
+        if self.segment is None or pos >= self.segment_end:
+            start = pos - pos % BLOCK_SIZE
+            size = min(self._stop() - start, SEGMENT_MAX)
+            self.segment = bytearray(size)
+            self.base = memoryview(self.segment).toreadonly()
+            self.segment_start, self.segment_end = start, start + size
+        return memoryview(self.segment)[pos - self.segment_start:]
 
     def wrote(self, pos: int, n: int) -> None:
-        self.filled += n
-        assert self.buffer is not None
-        if self.filled == len(self.buffer):
-            self._deliver()
+        block_start = self.pos - self.pos % BLOCK_SIZE
+        self.pos = pos + n
+        while self.pos - block_start >= min(BLOCK_SIZE, self._stop() - block_start) > 0:
+            self._deliver(block_start, min(block_start + BLOCK_SIZE, self._stop()))
+            block_start += BLOCK_SIZE
 
-    def _deliver(self) -> None:
-        assert self.buffer is not None
-        view = memoryview(self.buffer)[:self.filled].toreadonly()
-        self._report(self.engine._arrived, self.content, self.block, view)
-        self.engine.cache.store(self.content.hash, self.block, view, wait=not self.ranged)
-        self.block, self.buffer, self.filled = self.block + 1, None, 0
+    def _deliver(self, start: int, end: int) -> None:
+        span = Span(self.base, start - self.segment_start, end - self.segment_start)
+        index = start // BLOCK_SIZE
+        self._report(self.engine._arrived, self.content, index, span)
+        self.engine.cache.store(self.content.hash, index, span.base[span.start:span.end], wait=not self.ranged)
 
     def eof(self, pos: int) -> None:
-        if self.buffer is not None and self.filled:
-            self._deliver()
-        self._learned(pos)
+        self._learned(pos)  # first: a reader given the last bytes must find the size known
+        block_start = pos - pos % BLOCK_SIZE
+        if pos > block_start and self.segment is not None and block_start >= self.segment_start:
+            self._deliver(block_start, pos)
         if not self.ranged:
             self._report(self.engine._count_stream, self, -1)
 

@@ -16,14 +16,14 @@ import signal
 import sqlite3
 import subprocess
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import AsyncIterator, BinaryIO, Callable
 
 import pyfuse3
 import trio
 
 from .blockcache import read_stats
 from .config import Config
-from .core import Core, CoreError
+from .core import Core, CoreError, fewer_malloc_arenas
 from .fuse_ops import ArtifactOperations, KernelInvalidator
 from .sdnotify import Notifier
 from .status import ProblemCounter, status_line
@@ -87,6 +87,7 @@ def run_foreground(config: Config, mountpoint: Path, *,
     a ``STATUS=`` line every ``STATUS_INTERVAL`` seconds, and ``STOPPING=1`` before unmounting.
     """
     check_mountpoint(mountpoint)
+    fewer_malloc_arenas()
     notifier = Notifier()
     try:
         trio.run(_serve, config, mountpoint, on_ready, notifier)
@@ -115,7 +116,16 @@ def sole(group: BaseExceptionGroup) -> BaseException:
 
 
 async def _serve(config: Config, mountpoint: Path, on_ready: Callable[[], None], notifier: Notifier) -> None:
-    async with Core.running(config) as core, trio.open_nursery() as nursery:
+    """Signals are taken for the whole run, not just while mounted: a SIGTERM arriving during
+    the unmount must not kill the daemon before its cache has written what it holds."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with Core.running(config) as core:
+            await _mounted(core, config, mountpoint, on_ready, notifier, signals)
+
+
+async def _mounted(core: Core, config: Config, mountpoint: Path, on_ready: Callable[[], None],
+                   notifier: Notifier, signals: AsyncIterator[int]) -> None:
+    async with trio.open_nursery() as nursery:
         ops = ArtifactOperations(core, allow_other=config.allow_other, xattrs=config.xattrs)
         options = set(pyfuse3.default_options) | {"fsname=artifactfs", "subtype=artifactfs", "ro"}
         if config.allow_other:
@@ -127,7 +137,7 @@ async def _serve(config: Config, mountpoint: Path, on_ready: Callable[[], None],
                              "for allow_other, user_allow_other in /etc/fuse.conf") from None
         log.info("mounted %s (%s)", mountpoint, ", ".join(p.name for p in core.providers) or "no providers")
         core.invalidator = KernelInvalidator(nursery)
-        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
         nursery.start_soon(_announce_ready, mountpoint, on_ready, notifier, config.cache_dir)
         try:
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
@@ -138,12 +148,11 @@ async def _serve(config: Config, mountpoint: Path, on_ready: Callable[[], None],
             log.info("unmounted %s", mountpoint)
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("received %s; unmounting", signal.Signals(signum).name)
-            scope.cancel()
-            return
+async def _stop_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        log.info("received %s; unmounting", signal.Signals(signum).name)
+        scope.cancel()
+        return
 
 
 async def _announce_ready(mountpoint: Path, on_ready: Callable[[], None], notifier: Notifier,

@@ -12,6 +12,7 @@ Tests replace ``ByteTransport`` and httpx's transport with in-memory fakes (``te
 from __future__ import annotations
 
 import functools
+import http.client
 import os
 import ssl
 import threading
@@ -61,12 +62,11 @@ def ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for ``url``, unless ``NO_PROXY`` exempts its host."""
+def proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
+    """The proxy ``proxies`` (the environment's) name for ``url``, unless ``NO_PROXY`` exempts its host."""
     parts = urlsplit(url)
-    proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):
+    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, dict(proxies)):
         return None
     return proxy if "://" in proxy else f"http://{proxy}"
 
@@ -81,19 +81,28 @@ def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTranspo
 
 
 class _Urllib3Response:
+    """A urllib3 response read in place: its ``readinto`` copies through a temporary bytes
+    object, so bodies are read from the underlying ``http.client`` response, which fills the
+    caller's buffer directly (identity encoding is asked for, so nothing needs decoding)."""
+
     def __init__(self, resp: urllib3.BaseHTTPResponse) -> None:
         self._resp = resp
+        self._body = getattr(resp, "_fp", None)
         self.status = resp.status
         self.headers = resp.headers
 
     def readinto(self, buffer: memoryview) -> int:
         try:
-            return self._resp.readinto(buffer)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if self._body is None:
+                return self._resp.readinto(buffer)
+            return self._body.readinto(buffer) or 0
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise TransportError(f"body broke off ({type(exc).__name__})") from None
 
     def finish(self) -> None:
-        if self._resp.length_remaining == 0:
+        """Keep the connection for the next request only if the body was read to its end."""
+        done = self._body.isclosed() if self._body is not None else self._resp.length_remaining == 0
+        if done:
             self._resp.release_conn()
         else:
             self._resp.close()
@@ -101,28 +110,54 @@ class _Urllib3Response:
 
 class Urllib3Transport:
     """urllib3 pools, one per proxy (or none), shared by every provider of the process:
-    connections are kept alive across files."""
+    connections are kept alive across files. The environment's proxies are read once; each
+    origin's connection pool is found once and then asked directly (urllib3's URL and
+    field encoding per request cost more than a small range takes to arrive)."""
 
     def __init__(self) -> None:
-        self._pools: dict[str | None, urllib3.PoolManager] = {}
+        self._proxies = urllib.request.getproxies_environment()
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._origins: dict[tuple[str, str], tuple[urllib3.HTTPConnectionPool | None, str | None]] = {}
+        self._timeouts: dict[float, urllib3.Timeout] = {}
         self._lock = threading.Lock()
 
-    def _pool(self, proxy: str | None) -> urllib3.PoolManager:
+    def _manager(self, proxy: str | None) -> urllib3.PoolManager:
+        manager = self._managers.get(proxy)
+        if manager is None:
+            if proxy is None:
+                manager = urllib3.PoolManager(num_pools=32, maxsize=POOL_SIZE, ssl_context=ssl_context())
+            else:
+                manager = urllib3.ProxyManager(proxy, num_pools=32, maxsize=POOL_SIZE, ssl_context=ssl_context())
+            self._managers[proxy] = manager
+        return manager
+
+    def _origin(self, url: str) -> tuple[urllib3.HTTPConnectionPool | None, str | None]:
+        """The connection pool to ask directly (None through a proxy) and the proxy, per origin."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
         with self._lock:
-            pool = self._pools.get(proxy)
-            if pool is None:
-                if proxy is None:
-                    pool = urllib3.PoolManager(num_pools=32, maxsize=POOL_SIZE, ssl_context=ssl_context())
-                else:
-                    pool = urllib3.ProxyManager(proxy, num_pools=32, maxsize=POOL_SIZE, ssl_context=ssl_context())
-                self._pools[proxy] = pool
-            return pool
+            found = self._origins.get(key)
+            if found is None:
+                proxy = proxy_for(url, self._proxies)
+                pool = None if proxy else self._manager(None).connection_from_url(url)
+                found = self._origins[key] = (pool, proxy)
+                self._manager(proxy)
+            return found
 
     def open(self, url: str, headers: Mapping[str, str], timeout: float) -> ByteResponse:
+        pool, proxy = self._origin(url)
+        limits = self._timeouts.get(timeout)
+        if limits is None:
+            limits = self._timeouts[timeout] = urllib3.Timeout(connect=min(timeout, 10.0), read=timeout)
+        options = {"headers": dict(headers), "preload_content": False, "decode_content": False,
+                   "redirect": False, "retries": False, "timeout": limits}
         try:
-            resp = self._pool(proxy_for(url)).request(
-                "GET", url, headers=dict(headers), preload_content=False, decode_content=False,
-                redirect=False, retries=False, timeout=urllib3.Timeout(connect=min(timeout, 10.0), read=timeout))
+            if pool is not None:
+                parts = urlsplit(url)
+                target = parts.path or "/" if not parts.query else f"{parts.path or '/'}?{parts.query}"
+                resp = pool.urlopen("GET", target, assert_same_host=False, **options)
+            else:
+                resp = self._managers[proxy].urlopen("GET", url, **options)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}") from None
         return _Urllib3Response(resp)

@@ -22,6 +22,8 @@ from typing import Callable, Iterator
 
 import pytest
 
+from artifactfs import blockcache
+from artifactfs.blockcache import CacheStats
 from artifactfs.emulator import Emulator
 from artifactfs.providers import SPECS
 
@@ -266,3 +268,14 @@ def run(*args: str | Path, check: bool = True, **kwargs) -> subprocess.Completed
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}): {result.stderr.strip()}")
     return result
+
+
+def cache_settled(directory: Path, done: Callable[[CacheStats], bool], timeout: float = 10.0) -> CacheStats:
+    """The cache's stats once ``done`` holds (the daemon writes behind reads), or as they are
+    when ``timeout`` runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = blockcache.read_stats(directory)
+        if done(stats) or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.05)

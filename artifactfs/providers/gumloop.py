@@ -228,8 +228,12 @@ def url_expiry(url: str) -> float | None:
 
 def _signing_time(value: str | None) -> float | None:
     """``20260515T143200Z`` (the form of X-Goog-Date and X-Amz-Date) → epoch seconds."""
+    text = value or ""
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z" or not (text[:8] + text[9:15]).isdigit():
+        return None
     try:
-        return datetime.strptime(value or "", "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+        return datetime(int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[9:11]), int(text[11:13]),
+                        int(text[13:15]), tzinfo=timezone.utc).timestamp()
     except ValueError:
         return None
 

@@ -16,7 +16,7 @@ import pytest
 from artifactfs import blockcache, engine
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.emulator.server import Reply, Request, parse_range
-from tests.conftest import IN_CI, Mount, MountFactory, run
+from tests.conftest import IN_CI, Mount, MountFactory, cache_settled, run
 
 TASK = "task_123"
 MiB = 1 << 20
@@ -97,18 +97,13 @@ def test_cache_clear_on_a_live_mount_then_it_keeps_working(mount: MountFactory, 
     first, second = put(emulator, "data/first.bin", 2 * MiB, 1), put(emulator, "data/second.bin", 2 * MiB, 2)
     m = mount()
     assert sha(file_of(m, "data/first.bin")) == first.sha256()
-    deadline = time.monotonic() + 10
-    while blockcache.read_stats(cache_dir(m)).bytes < first.size and time.monotonic() < deadline:
-        time.sleep(0.05)
+    cache_settled(cache_dir(m), lambda s: s.bytes >= first.size)
     assert "freed 2.0 MiB" in artifactfs("cache", "clear", "--cache-dir", cache_dir(m)).stdout
     assert blockcache.read_stats(cache_dir(m)).bytes == 0
     assert sha(file_of(m, "data/second.bin")) == second.sha256()
     with open(file_of(m, "data/first.bin"), "rb") as f:  # not in the page cache at this offset
         assert os.pread(f.fileno(), 5000, MiB + 3) == first.read(MiB + 3, 5000)
-    deadline = time.monotonic() + 10
-    while blockcache.read_stats(cache_dir(m)).bytes < second.size and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert blockcache.read_stats(cache_dir(m)).bytes >= second.size
+    assert cache_settled(cache_dir(m), lambda s: s.bytes >= second.size).bytes >= second.size
 
 
 def test_two_mounts_on_one_cache_dir_read_right_and_stay_within_the_budget(
@@ -123,9 +118,8 @@ def test_two_mounts_on_one_cache_dir_read_right_and_stay_within_the_budget(
         assert out.split()[0] == blobs[n].sha256()
     assert blockcache.read_stats(cache_dir(one)).bytes <= 10 * MiB
     assert sha(file_of(two, "data/shared.bin")) == shared.sha256()
-    deadline = time.monotonic() + 10
-    while blockcache.read_stats(cache_dir(one)).bytes < MiB and time.monotonic() < deadline:
-        time.sleep(0.05)
+    cache_settled(cache_dir(one), lambda s: s.files >= 1 and s.bytes >= MiB)
+    time.sleep(2.5)  # one's index hint follows two's writes within the writer's flush interval
     emulator.clear_requests()
     assert sha(file_of(one, "data/shared.bin")) == shared.sha256()  # what two cached, one reads from disk
     assert downloads(emulator, "data/shared.bin") == []
@@ -142,6 +136,7 @@ def test_a_vm0_archive_is_downloaded_once_and_its_tree_counts_in_the_cache(
     assert archive == emulator.vm0_archive(artifact, version)
     assert "config.yaml" in os.listdir(folder / version)
     assert sum(r["bytes_sent"] for r in emulator.requests(origin="storage")) == len(archive)
+    cache_settled(cache_dir(m), lambda s: s.trees == 1 and s.bytes >= len(archive) + 4 * MiB)
     stats = artifactfs("cache", "stats", "--cache-dir", cache_dir(m)).stdout
     assert "unpacked:  1 archives" in stats
     assert blockcache.read_stats(cache_dir(m)).bytes >= len(archive) + 4 * MiB

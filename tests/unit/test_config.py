@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from artifactfs.config import (Config, ConfigError, Overrides, default_config_path,
-                               load_config, load_config_by_provider, parse_size)
+from artifactfs.config import (
+    Config,
+    ConfigError,
+    Overrides,
+    default_config_path,
+    load_config,
+    load_config_by_provider,
+    parse_size,
+)
 from artifactfs.providers import SPECS
 
 SECRET = "tok-SECRET-7f3a9c"
