@@ -32,7 +32,7 @@ def demo_config_text(info: dict, cache_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def tour(mountpoint: Path, cache_dir: Path) -> str:
+def tour(mountpoint: Path, cache_dir: Path, config: Path) -> str:
     """What to try: one line per idea, each with what it shows."""
     return f"""
 artifactfs demo is mounted at {mountpoint}  (Ctrl-C unmounts and stops the emulator)
@@ -53,6 +53,11 @@ Try, in another terminal:
 
 and what the cache holds now:
   {_command()} cache stats --cache-dir {shlex.quote(str(cache_dir))}
+
+Python without a mount, through fsspec (same tree, same cache as this mount):
+  {sys.executable} -c "import fsspec; print(fsspec.filesystem('artifactfs', config='{config}').ls('vm0/output-results/current', detail=False))"
+  {sys.executable} -c "import fsspec; print(fsspec.filesystem('artifactfs', config='{config}').cat_file('sigmic/task_123/downloads/output.csv', 0, 200).decode())"
+  # with pandas: pd.read_csv("artifactfs://sigmic/task_123/downloads/output.csv", storage_options={{"config": "{config}"}})
 """
 
 
@@ -103,7 +108,7 @@ def run_demo(mountpoint: Path) -> int:
             os.chmod(config_file, 0o600)
             config = load_config(config_file, Overrides(), require_file=True)
             run_foreground(config, mountpoint,
-                           on_ready=lambda: print(tour(mountpoint, config.cache_dir), flush=True))
+                           on_ready=lambda: print(tour(mountpoint, config.cache_dir, config_file), flush=True))
         finally:
             stop_process(proc)
     return 0

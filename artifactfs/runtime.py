@@ -1,0 +1,141 @@
+"""The core for blocking callers (fsspec): one trio run in a daemon thread per process.
+
+The core is async and owns its state on one trio thread. A blocking front end calls into it
+from its own threads with ``trio.from_thread.run``; the trio thread only schedules and awaits,
+so many caller threads are served at once, and byte copies happen in the caller. One core runs
+per distinct config (``key``), started on first use and shared by everything that asks with
+the same key, across threads and fsspec instances. ``shutdown`` (registered with ``atexit``)
+cancels the run, so every core closes its providers and its cache writer flushes. The thread
+is a daemon joined with a bound: it never holds up exit. A forked child starts its own run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import trio
+
+from .config import Config
+from .core import Core, CoreError
+from .errors import RemoteError
+
+log = logging.getLogger("artifactfs.runtime")
+
+T = TypeVar("T")
+STOP_TIMEOUT = 15.0
+"""Seconds exit waits for the cores to close (the cache writer flushing its queue)."""
+STOPPED = "the artifactfs background loop has stopped (after shutdown or a fork: open files again)"
+
+
+class Runtime:
+    """A trio run in a daemon thread, hosting one ``Core`` per config key."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._cores: dict[Hashable, Core] = {}
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="artifactfs-trio", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            trio.run(self._main, ready)
+        except BaseException:  # noqa: BLE001 - a crashed run ends its thread; callers then get EIO
+            log.exception("the artifactfs background loop stopped unexpectedly")
+        finally:
+            ready.set()  # a run that could not start must not leave its starter waiting
+
+    async def _main(self, ready: threading.Event) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery, self._token = nursery, trio.lowlevel.current_trio_token()
+            ready.set()
+            await trio.sleep_forever()
+
+    @property
+    def alive(self) -> bool:
+        """Running, and in this process (a forked child has no copy of the thread)."""
+        return self.pid == os.getpid() and self._thread.is_alive()
+
+    def session(self, key: Hashable, config: Config) -> Session:
+        """The core for ``key``, started from ``config`` if it is not running yet.
+        A core that cannot start (its cache dir) raises OSError with the core's one line."""
+        with self._lock:
+            if key not in self._cores:
+                try:
+                    self._cores[key] = self.call(self._nursery.start, self._host, config)
+                except CoreError as exc:
+                    raise OSError(str(exc)) from None
+            return Session(self, self._cores[key])
+
+    @staticmethod
+    async def _host(config: Config, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with Core.running(config) as core:
+            task_status.started(core)
+            await trio.sleep_forever()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await fn(*args)`` on the trio thread, from any other thread. After a fork the run
+        is the parent's: a call would wait forever, so it fails at once, as after ``stop``."""
+        try:
+            if not self.alive:
+                raise trio.RunFinishedError
+            return trio.from_thread.run(fn, *args, trio_token=self._token)
+        except (trio.RunFinishedError, trio.Cancelled):
+            raise RemoteError(STOPPED) from None
+
+    def soon(self, fn: Callable[..., object], *args: Any) -> None:
+        """``fn(*args)`` on the trio thread, without waiting: safe from any thread (a finalizer too)."""
+        try:
+            self._token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            pass
+
+    def stop(self) -> None:
+        """Close every core and end the thread, waiting at most ``STOP_TIMEOUT``."""
+        if self.alive:
+            self.soon(self._nursery.cancel_scope.cancel)
+            self._thread.join(STOP_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Session:
+    """One core and the run it lives in: what an open file keeps, so its handle stays valid."""
+
+    runtime: Runtime
+    core: Core
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return self.runtime.call(fn, *args)
+
+
+_current: Runtime | None = None
+_current_lock = threading.Lock()
+
+
+def runtime() -> Runtime:
+    """This process's runtime, started on first use (again after ``shutdown`` or a fork)."""
+    global _current
+    with _current_lock:
+        if _current is None or not _current.alive:
+            _current = Runtime()
+        return _current
+
+
+def shutdown() -> None:
+    """Stop the runtime, if one runs: every core closes and its cache writer flushes."""
+    global _current
+    with _current_lock:
+        current, _current = _current, None
+    if current is not None:
+        current.stop()
+
+
+atexit.register(shutdown)
