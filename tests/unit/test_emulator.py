@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,32 +18,9 @@ import pytest
 
 from artifactfs.emulator import BytesBlob, Emulator, PatternBlob
 
+from .emulator_client import auth, get
+
 AGENT = "abc123DEFghiJKL"
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    emulator = Emulator().start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
-
-
-def auth(emu: Emulator, provider: str) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {emu.tokens[provider]}"}
-    if provider == "gumloop":
-        headers["x-auth-key"] = emu.gumloop_user_id
-    return headers
-
-
-def get(http: httpx.Client, emu: Emulator, provider: str, path: str, **kw: object) -> httpx.Response:
-    headers = {**auth(emu, provider), **kw.pop("headers", {})}  # type: ignore[dict-item]
-    return http.get(emu.base_urls()[provider] + path, headers=headers, **kw)  # type: ignore[arg-type]
 
 
 # ---- layout and blobs ---------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from artifactfs.emulator import Emulator, PatternBlob
 
-from .test_emulator import emu, get, http  # noqa: F401  (fixtures)
+from .emulator_client import get
 
 AGENT = "abc123DEFghiJKL"
 

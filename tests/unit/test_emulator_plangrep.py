@@ -12,7 +12,7 @@ import pytest
 
 from artifactfs.emulator import Emulator
 
-from .test_emulator import auth, emu, get, http  # noqa: F401  (fixtures)
+from .emulator_client import auth, get
 
 HARBOR = ["job_07provisioning", "job_05cancelled", "job_02running", "job_01abc123"]
 CLINIC = ["job_08blocked", "job_04partial", "job_03failed", "job_06expired"]

@@ -9,7 +9,7 @@ import pytest
 
 from artifactfs.emulator import Emulator
 
-from .test_emulator import emu, get, http  # noqa: F401  (fixtures)
+from .emulator_client import get
 
 TASK_FIELDS = {"id", "apiKeyId", "username", "sessionId", "conversationId", "status", "message", "systemPrompt",
                "showInHistory", "autoExecute", "env", "error", "createdAt", "startedAt", "completedAt", "output",

@@ -12,7 +12,7 @@ import pytest
 
 from artifactfs.emulator import Emulator
 
-from .test_emulator import emu, get, http  # noqa: F401  (fixtures)
+from .emulator_client import get
 
 SUMMARY = {"id", "name", "currentVersionId", "size", "fileCount", "createdAt", "updatedAt"}
 VERSION = {"id", "artifactId", "size", "fileCount", "message", "createdBy", "createdAt"}
