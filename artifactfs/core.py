@@ -16,7 +16,7 @@ import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -55,9 +55,9 @@ class CoreError(Exception):
     """The core cannot start (its message is one line for the user)."""
 
 
-@dataclass(frozen=True)
-class Attributes:
-    """What ``stat`` shows of a node."""
+class Attributes(NamedTuple):
+    """What ``stat`` shows of a node (a tuple: ``readdir`` makes one per entry, so it is cheap
+    to build, and equal attributes compare equal)."""
 
     inode: int
     kind: Kind
@@ -67,8 +67,7 @@ class Attributes:
     target: str | None = None
 
 
-@dataclass(frozen=True)
-class DirEntry:
+class DirEntry(NamedTuple):
     name: str
     attributes: Attributes
 
@@ -226,8 +225,9 @@ class Core:
             node = await self.ns.lookup(parent, name)
         return self.attributes(node)
 
-    def forget(self, inode: int, count: int) -> None:
-        self.ns.forget(inode, count)
+    def forget(self, inode: int, count: int) -> bool:
+        """Whether the node is still known after the kernel dropped ``count`` references."""
+        return self.ns.forget(inode, count)
 
     def remember(self, inode: int) -> None:
         """The kernel learned ``inode`` from a readdir entry."""

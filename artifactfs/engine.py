@@ -23,9 +23,9 @@ worker threads. No disk, sqlite or lock wait happens on the trio thread.
 from __future__ import annotations
 
 import collections
-import functools
 import io
 import logging
+import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple
@@ -45,12 +45,15 @@ log = logging.getLogger("artifactfs.engine")
 BLOCK_SIZE = 256 << 10
 FIRST_WINDOW = (1 << 20) // BLOCK_SIZE  # blocks a first read at offset 0 fetches (head -c stays small)
 MAX_WINDOW = (16 << 20) // BLOCK_SIZE  # per sequential reader
-MEMORY_BYTES = 32 << 20  # the window of recent blocks
-READAHEAD_BYTES = 24 << 20  # blocks fetched ahead of every reader together
+MEMORY_BYTES = 24 << 20  # the window of recent blocks
+READAHEAD_BYTES = 16 << 20  # blocks fetched ahead of every reader together
 URL_EXPIRY_MARGIN = 30.0
 SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
 WAIT_MARGIN = 2.0
-SEGMENT_MAX = 16 << 20  # one buffer per fetch, up to this; a whole body gets several
+SEGMENT_MAX = 2 << 20  # one buffer per fetch, up to this; a whole body gets several
+SIZES_KEPT = 100_000  # learned sizes outlive their contents' last reader (stat shows them)
+IDLE_KEPT = 256  # contents nobody has open, with what is known of them (no cache index query on reopening)
+SOURCES_KEPT = 10_000  # so do resolved URLs: reopening a file asks the API again only once they expire
 
 
 class Span(NamedTuple):
@@ -68,17 +71,12 @@ class Span(NamedTuple):
 EMPTY = Span(memoryview(b""), 0, 0)
 
 
-@dataclass(frozen=True)
-class ContentId:
+class ContentId(NamedTuple):
     """What blocks belong to: a new fingerprint makes old blocks unreachable."""
 
     provider: str
     key: Hashable
     fingerprint: str
-
-    @functools.cached_property
-    def hash(self) -> str:
-        return content_hash(self.provider, self.key, self.fingerprint)
 
 
 class _Pending:
@@ -126,6 +124,14 @@ class Handle:
     window: int = 0
 
 
+def _remember(memory: collections.OrderedDict, key: Hashable, value: Any, limit: int) -> None:
+    """Keep ``value`` as the newest of at most ``limit`` remembered ones."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > limit:
+        memory.popitem(last=False)
+
+
 class Window:
     """The memory window: recent blocks, least recently used dropped beyond ``budget`` bytes.
     Readers holding a block keep its buffer alive; the window only stops pointing at it."""
@@ -153,16 +159,17 @@ class Window:
 class Engine:
     """Serves reads of every open remote file; fetches run in ``nursery``."""
 
-    def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float],
-                 memory: int = MEMORY_BYTES, readahead: int = READAHEAD_BYTES) -> None:
+    def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float]) -> None:
         self.cache = cache
         self.nursery = nursery
         self.clock = clock
-        self.window = Window(memory)
-        self.readahead_budget = min(readahead, max(cache.max_size // 4, BLOCK_SIZE))
+        self.window = Window(MEMORY_BYTES)
+        self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
         self._sizes: collections.OrderedDict[ContentId, int] = collections.OrderedDict()
+        self._sources: collections.OrderedDict[ContentId, Source] = collections.OrderedDict()
+        self._idle: collections.OrderedDict[ContentId, Content] = collections.OrderedDict()
         self._working = 0
         self._quiet = trio.Event()
 
@@ -172,9 +179,12 @@ class Engine:
                    claimed: int | None) -> Handle:
         """A handle on a content; the first open learns what the disk cache holds of it."""
         cid = ContentId(provider.name, key, fingerprint)
-        content = self._contents.get(cid)
-        if content is None:
-            content = Content(cid, cid.hash, provider, ref, total=self._sizes.get(cid), claimed=claimed)
+        content = self._contents.get(cid) or self._idle.pop(cid, None)
+        if content is not None:
+            self._contents[cid] = content
+        else:
+            content = Content(cid, content_hash(*cid), provider, ref, total=self._sizes.get(cid), claimed=claimed,
+                              source=self._sources.get(cid))
             self._contents[cid] = content
             if self.cache.may_hold(content.hash):
                 on_disk, total = await trio.to_thread.run_sync(self.cache.snapshot, content.hash)
@@ -190,11 +200,13 @@ class Engine:
 
     def size(self, provider: str, key: Hashable, fingerprint: str) -> int | None:
         """The verified size of a content, once a fetch (or the cache) has told it."""
-        return self._sizes.get(ContentId(provider, key, fingerprint))
+        return self._sizes.get((provider, key, fingerprint))  # type: ignore[call-overload]
 
     def _drop_if_idle(self, content: Content) -> None:
+        """A content nobody reads is kept a while (what is on disk, its URL), for the next open."""
         if content.handles <= 0 and not content.pending and not content.streams:
-            self._contents.pop(content.id, None)
+            if self._contents.pop(content.id, None) is content:
+                _remember(self._idle, content.id, content, IDLE_KEPT)
 
     # ---- reads -----------------------------------------------------------------------------------
 
@@ -327,7 +339,10 @@ class Engine:
     # ---- arrivals (trio thread) ------------------------------------------------------------------
 
     def _arrived(self, content: Content, index: int, span: Span) -> None:
+        """A block is here (and queued for the disk: once it leaves memory it is loaded from
+        there, or fetched again if the disk did not keep it)."""
         self.window.put((content.hash, index), span)
+        content.on_disk.add(index)
         if content.streams:
             content.streamed_to = max(content.streamed_to, index + 1)
         pending = content.pending.pop(index, None)
@@ -345,10 +360,7 @@ class Engine:
         if content.total == total:
             return
         content.total = total
-        self._sizes[content.id] = total
-        self._sizes.move_to_end(content.id)
-        while len(self._sizes) > 100_000:
-            self._sizes.popitem(last=False)
+        _remember(self._sizes, content.id, total, SIZES_KEPT)
         for listener in content.listeners.values():
             listener(total)
 
@@ -444,6 +456,7 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - provider data must not break a read
                     raise RemoteError(f"{content.id.provider}: cannot resolve ({type(exc).__name__})") from None
                 content.source = source
+                _remember(self._sources, content.id, source, SOURCES_KEPT)
             return source
 
     # ---- whole contents for providers (vm0 archives) ---------------------------------------------
@@ -467,6 +480,15 @@ class Engine:
         return final
 
 
+def _buffer(size: int) -> mmap.mmap | bytearray:
+    """A fetch's buffer. Full-size ones (sequential reads) are mapped, so their memory goes back
+    to the system as soon as the last block of them is dropped (from the heap it did not, and
+    the daemon grew past 150 MiB); smaller ones come from the heap, which reuses them faster."""
+    if size >= SEGMENT_MAX:
+        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
+    return bytearray(size)
+
+
 class _BlockSink:
     """Receives one fetch's bytes in a worker thread, in place (``readinto``) into one buffer
     for the range asked (a whole body: buffers of ``SEGMENT_MAX``); each complete block is
@@ -481,7 +503,8 @@ class _BlockSink:
         self.total: int | None = content.total
         self.ranged = True
         self.pos = start * BLOCK_SIZE  # the next byte to arrive
-        self.segment: bytearray | None = None
+        self.first_end = self.pos + BLOCK_SIZE  # a reader may be waiting for this block: hand it over alone
+        self.segment: mmap.mmap | bytearray | None = None
         self.base = EMPTY.base
         self.segment_start = self.segment_end = self.pos
         self.closed = False  # set on the trio thread when the fetch is over
@@ -520,15 +543,18 @@ class _BlockSink:
         return stop if self.total is None else min(stop, self.total)
 
     def window(self, pos: int) -> memoryview | None:
+        """Where the bytes at ``pos`` go: the rest of the segment, except that the fetch's first
+        block is read alone, so the reader waiting for it is not held up by the readahead."""
         if self.closed or pos >= self._stop():
             return None
         if self.segment is None or pos >= self.segment_end:
             start = pos - pos % BLOCK_SIZE
             size = min(self._stop() - start, SEGMENT_MAX)
-            self.segment = bytearray(size)
+            self.segment = _buffer(size)
             self.base = memoryview(self.segment).toreadonly()
             self.segment_start, self.segment_end = start, start + size
-        return memoryview(self.segment)[pos - self.segment_start:]
+        end = self.first_end if pos < self.first_end else self.segment_end
+        return memoryview(self.segment)[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
 
     def wrote(self, pos: int, n: int) -> None:
         block_start = self.pos - self.pos % BLOCK_SIZE

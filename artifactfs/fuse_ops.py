@@ -28,6 +28,7 @@ log = logging.getLogger("artifactfs.fuse")
 T = TypeVar("T")
 BLOCK_SIZE = 512
 IO_BLOCK = 1 << 20
+ENTRIES_KEPT = 65_536
 
 
 def translated(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -66,8 +67,21 @@ class ArtifactOperations(pyfuse3.Operations):
         self._dir_mode = 0o555 if allow_other else 0o500
         self._uid, self._gid = os.getuid(), os.getgid()
         self._xattrs = xattrs
+        self._entries: dict[int, tuple[Attributes, pyfuse3.EntryAttributes]] = {}
 
     def entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
+        """The kernel's form of ``attrs``, made once per inode and reused while they are equal
+        (``ls -l`` of a big directory asks for thousands at a time)."""
+        made = self._entries.get(attrs.inode)
+        if made is not None and made[0] == attrs:
+            return made[1]
+        entry = self._make_entry(attrs)
+        if len(self._entries) >= ENTRIES_KEPT:
+            self._entries.clear()  # nodes dropped without a forget (a refresh) leave theirs behind
+        self._entries[attrs.inode] = (attrs, entry)
+        return entry
+
+    def _make_entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = attrs.inode
         entry.generation = 0
@@ -98,7 +112,8 @@ class ArtifactOperations(pyfuse3.Operations):
 
     def forget(self, inode_list: Any) -> None:
         for inode, count in inode_list:
-            self.core.forget(inode, count)
+            if not self.core.forget(inode, count):
+                self._entries.pop(inode, None)
 
     @translated
     async def readlink(self, inode: int, ctx: Any) -> bytes:

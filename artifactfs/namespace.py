@@ -146,13 +146,16 @@ class Namespace:
         """The kernel learned ``node`` without a namespace lookup (readdir, ``.``, ``..``)."""
         node.lookups += 1
 
-    def forget(self, inode: int, count: int) -> None:
+    def forget(self, inode: int, count: int) -> bool:
+        """Drop ``count`` kernel references; whether the node is still known afterwards."""
         node = self.nodes.get(inode)
         if node is None or node is self.root:
-            return
+            return node is not None
         node.lookups -= count
         if node.lookups <= 0 and not node.attached:
             del self.nodes[inode]
+            return False
+        return True
 
     def ttl(self, node: Node) -> float:
         """Seconds a front end may cache this node's entry and attributes."""
