@@ -73,19 +73,12 @@ CREATE TABLE IF NOT EXISTS trees (name TEXT PRIMARY KEY, size INTEGER, atime REA
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 INSERT OR IGNORE INTO counters VALUES ('used', 0), ('hits', 0), ('misses', 0);
-CREATE TRIGGER IF NOT EXISTS blocks_added AFTER INSERT ON blocks
-  BEGIN UPDATE counters SET value = value + NEW.size WHERE name = 'used'; END;
-CREATE TRIGGER IF NOT EXISTS blocks_resized AFTER UPDATE OF size ON blocks
-  BEGIN UPDATE counters SET value = value - OLD.size + NEW.size WHERE name = 'used'; END;
-CREATE TRIGGER IF NOT EXISTS blocks_removed AFTER DELETE ON blocks
-  BEGIN UPDATE counters SET value = value - OLD.size WHERE name = 'used'; END;
-CREATE TRIGGER IF NOT EXISTS trees_added AFTER INSERT ON trees
-  BEGIN UPDATE counters SET value = value + NEW.size WHERE name = 'used'; END;
-CREATE TRIGGER IF NOT EXISTS trees_resized AFTER UPDATE OF size ON trees
-  BEGIN UPDATE counters SET value = value - OLD.size + NEW.size WHERE name = 'used'; END;
-CREATE TRIGGER IF NOT EXISTS trees_removed AFTER DELETE ON trees
-  BEGIN UPDATE counters SET value = value - OLD.size WHERE name = 'used'; END;
-"""
+-- the one count of bytes used: every insert, resize and delete of blocks and trees moves it
+""" + "".join(f"""
+CREATE TRIGGER IF NOT EXISTS {table}_{event} AFTER {when} ON {table}
+  BEGIN UPDATE counters SET value = value {change} WHERE name = 'used'; END;""" for table in ("blocks", "trees")
+    for event, when, change in (("added", "INSERT", "+ NEW.size"), ("resized", "UPDATE OF size", "- OLD.size + NEW.size"),
+                                ("removed", "DELETE", "- OLD.size")))
 OLDEST = """
 SELECT 'b', content, idx, size, atime FROM blocks
 UNION ALL SELECT 't', name, 0, size, atime FROM trees
@@ -276,7 +269,7 @@ class BlockCache:
     def _verified(self, content: str, index: int, raw: memoryview) -> memoryview | None:
         if not len(raw) or raw[:4] == b"\0\0\0\0":
             return None  # a hole: never written, or punched out
-        magic, version, _, block_size, idx, length, ident, checksum = HEADER.unpack_from(raw.tobytes().ljust(HEADER.size, b"\0"))
+        magic, version, _, block_size, idx, length, ident, checksum = HEADER.unpack_from(bytes(raw[:HEADER.size]).ljust(HEADER.size, b"\0"))
         payload = raw[SLOT:SLOT + length]
         problem = ("not a block" if magic != MAGIC else "another format" if version != FORMAT_VERSION
                    else "another block size" if block_size != self.block_size

@@ -12,16 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote
 
 from artifactfs import blockcache
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.emulator.blobs import Blob
 from artifactfs.emulator.server import Reply
 from tests.conftest import Mount, MountFactory, cache_settled, run
-
-TASK = "task_123"
-MiB = 1 << 20
+from tests.integration.task_files import TASK, MiB, downloads, file_of, put
 
 
 class SlowBlob(Blob):
@@ -37,17 +34,6 @@ class SlowBlob(Blob):
                 yield chunk[start:start + (256 << 10)]
 
 
-def put(emu: Emulator, path: str, size: int, seed: int = 1) -> PatternBlob:
-    blob = PatternBlob(size, seed)
-    emu.put_sigmic_file(TASK, path, blob)
-    return blob
-
-
-def downloads(emu: Emulator, path: str) -> list[dict]:
-    """The download requests the origin saw for ``path``."""
-    return [r for r in emu.requests(path_contains="/download") if path in unquote(r["query"])]
-
-
 def served(emu: Emulator, path: str) -> int:
     return sum(r["bytes_sent"] for r in downloads(emu, path))
 
@@ -55,9 +41,6 @@ def served(emu: Emulator, path: str) -> int:
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
-
-def file_of(m: Mount, path: str) -> Path:
-    return m.path / "sigmic" / TASK / path
 
 
 def cache_dir(m: Mount) -> Path:

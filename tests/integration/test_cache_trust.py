@@ -14,26 +14,10 @@ from urllib.parse import unquote
 import pytest
 
 from artifactfs import blockcache, engine
-from artifactfs.emulator import Emulator, PatternBlob
+from artifactfs.emulator import Emulator
 from artifactfs.emulator.server import Reply, Request, parse_range
 from tests.conftest import IN_CI, Mount, MountFactory, cache_settled, run
-
-TASK = "task_123"
-MiB = 1 << 20
-
-
-def put(emu: Emulator, path: str, size: int, seed: int = 1) -> PatternBlob:
-    blob = PatternBlob(size, seed)
-    emu.put_sigmic_file(TASK, path, blob)
-    return blob
-
-
-def downloads(emu: Emulator, path: str) -> list[dict]:
-    return [r for r in emu.requests(path_contains="/download") if path in unquote(r["query"])]
-
-
-def file_of(m: Mount, path: str) -> Path:
-    return m.path / "sigmic" / TASK / path
+from tests.integration.task_files import TASK, MiB, downloads, file_of, put
 
 
 def cache_dir(m: Mount) -> Path:
