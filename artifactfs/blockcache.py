@@ -1,6 +1,6 @@
 """The persistent, verified block store under ``cache.dir``, shared by every process using it.
 
-Layout: ``data/<hh>/<content>``, one sparse file per file content, block ``i`` at offset
+Layout: ``data/<content>``, one sparse file per file content (one flat directory), block ``i`` at offset
 ``i × (4 KiB + block size)`` as a header (format, block size, content identity, index,
 length, xxh3 checksum) padded to 4 KiB, then the payload: page-aligned, so writing a block
 touches whole pages and evicting one frees whole file-system blocks; ``trees/<name>/``, archives unpacked by
@@ -48,7 +48,7 @@ import xxhash
 
 log = logging.getLogger("artifactfs.cache")
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 INDEX_NAME = "index.sqlite3"
 DATA_DIR = "data"
 TREES_DIR = "trees"
@@ -165,7 +165,7 @@ class _locked:
 
 
 def data_path(directory: Path, content: str) -> Path:
-    return directory / DATA_DIR / content[:2] / content
+    return directory / DATA_DIR / content
 
 
 def encode_header(content: str, index: int, payload: memoryview, block_size: int) -> bytes:
@@ -385,7 +385,7 @@ class BlockCache:
             path = data_path(self.directory, content)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
+            except FileNotFoundError:  # cleared under us
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             while len(self._files) >= OPEN_FILES:
@@ -606,15 +606,9 @@ class BlockCache:
 
 def _data_files(root: Path) -> Iterator[Path]:
     try:
-        subs = list(os.scandir(root))
+        yield from (Path(entry.path) for entry in os.scandir(root) if entry.is_file(follow_symlinks=False))
     except OSError:
         return
-    for sub in subs:
-        if sub.is_dir(follow_symlinks=False):
-            try:
-                yield from (Path(entry.path) for entry in os.scandir(sub.path))
-            except OSError:
-                continue
 
 
 def _data_blocks(path: Path, stride: int) -> set[int]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import collections
 import io
 import logging
-import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple
@@ -34,6 +33,7 @@ import trio
 
 from . import archive
 from .blockcache import BlockCache, content_hash
+from .buffers import BufferPool
 from .errors import FsError, RemoteError
 from .model import Source
 
@@ -164,6 +164,7 @@ class Engine:
         self.nursery = nursery
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
+        self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX)
         self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
@@ -480,15 +481,6 @@ class Engine:
         return final
 
 
-def _buffer(size: int) -> mmap.mmap | bytearray:
-    """A fetch's buffer. Full-size ones (sequential reads) are mapped, so their memory goes back
-    to the system as soon as the last block of them is dropped (from the heap it did not, and
-    the daemon grew past 150 MiB); smaller ones come from the heap, which reuses them faster."""
-    if size >= SEGMENT_MAX:
-        return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-    return bytearray(size)
-
-
 class _BlockSink:
     """Receives one fetch's bytes in a worker thread, in place (``readinto``) into one buffer
     for the range asked (a whole body: buffers of ``SEGMENT_MAX``); each complete block is
@@ -504,7 +496,7 @@ class _BlockSink:
         self.ranged = True
         self.pos = start * BLOCK_SIZE  # the next byte to arrive
         self.first_end = self.pos + BLOCK_SIZE  # a reader may be waiting for this block: hand it over alone
-        self.segment: mmap.mmap | bytearray | None = None
+        self.segment: memoryview | None = None
         self.base = EMPTY.base
         self.segment_start = self.segment_end = self.pos
         self.closed = False  # set on the trio thread when the fetch is over
@@ -550,11 +542,11 @@ class _BlockSink:
         if self.segment is None or pos >= self.segment_end:
             start = pos - pos % BLOCK_SIZE
             size = min(self._stop() - start, SEGMENT_MAX)
-            self.segment = _buffer(size)
-            self.base = memoryview(self.segment).toreadonly()
+            self.segment = self.engine.buffers.take(size)
+            self.base = self.segment.toreadonly()
             self.segment_start, self.segment_end = start, start + size
         end = self.first_end if pos < self.first_end else self.segment_end
-        return memoryview(self.segment)[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
+        return self.segment[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
 
     def wrote(self, pos: int, n: int) -> None:
         block_start = self.pos - self.pos % BLOCK_SIZE

@@ -1,0 +1,74 @@
+"""The fetch buffer pool: a buffer is handed out again only once no view of it is left."""
+
+from __future__ import annotations
+
+import threading
+
+from artifactfs.buffers import BufferPool
+
+K = 1024
+
+
+def test_a_buffer_with_a_view_left_is_never_handed_out_again() -> None:
+    pool = BufferPool(256 * K, 2048 * K)
+    first = pool.take(1000 * K)
+    assert len(first) == 1000 * K and not first.readonly
+    first_map = first.obj
+    reader = first.toreadonly()[10:20]  # a reader still holds a block of it
+    del first
+    second = pool.take(1000 * K)
+    assert second.obj is not first_map
+    del second
+    reader.release()
+    assert pool.take(1000 * K).obj is first_map  # the oldest free one first
+
+
+def test_a_buffer_is_reused_once_its_views_are_gone() -> None:
+    pool = BufferPool(256 * K, 2048 * K)
+    first = pool.take(300 * K)
+    first_map = first.obj
+    first[:3] = b"abc"
+    del first
+    again = pool.take(512 * K)
+    assert again.obj is first_map and len(again) == 512 * K
+
+
+def test_size_classes_and_small_buffers() -> None:
+    pool = BufferPool(256 * K, 2048 * K)
+    assert len(pool.take(257 * K).obj) == 512 * K
+    assert isinstance(pool.take(100).obj, bytearray) and len(pool.take(100)) == 100
+    assert len(pool.take(4096 * K)) == 4096 * K  # beyond the largest class: a map of its own
+
+
+def test_the_pool_keeps_at_most_its_limit() -> None:
+    pool = BufferPool(256 * K, 2048 * K, limit=1024 * K)
+    held = [pool.take(256 * K) for _ in range(8)]  # all in use: new ones, the oldest let go
+    maps = [view.obj for view in held]
+    assert len({id(m) for m in maps}) == 8
+    tracked = {id(m) for m in maps[-4:]}
+    del held
+    assert {id(pool.take(256 * K).obj) for _ in range(8)} == tracked
+
+
+def test_threads_taking_at_once_never_share_a_buffer() -> None:
+    pool = BufferPool(256 * K, 2048 * K, limit=4096 * K)
+    taken: list[memoryview] = []
+    shared: list[int] = []
+    lock = threading.Lock()
+
+    def take_many() -> None:
+        for _ in range(50):
+            view = pool.take(256 * K)
+            with lock:
+                taken.append(view)
+                if len(taken) > 12:
+                    taken.pop(0)
+                if len({id(v.obj) for v in taken}) != len(taken):
+                    shared.append(len(taken))
+
+    threads = [threading.Thread(target=take_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(taken) == 12 and not shared
