@@ -190,6 +190,16 @@ class Core:
     # ---- attributes -------------------------------------------------------------------------------
 
     def attributes(self, node: Node) -> Attributes:
+        """What ``stat`` shows of ``node``, made again only when its entry changed or a size
+        was learned (``readdir`` asks for thousands at a time)."""
+        made = node.attributes
+        if made is not None and made[0] is node.entry and made[1] == self.engine.sizes_learned:
+            return made[2]
+        attrs = self._attributes(node)
+        node.attributes = (node.entry, self.engine.sizes_learned, attrs)
+        return attrs
+
+    def _attributes(self, node: Node) -> Attributes:
         entry = node.entry
         size = 0
         if entry.kind is Kind.FILE:

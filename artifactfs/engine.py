@@ -169,6 +169,7 @@ class Engine:
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
         self._sizes: collections.OrderedDict[ContentId, int] = collections.OrderedDict()
+        self.sizes_learned = 0  # counts learned sizes: attributes made before a change are stale
         self._sources: collections.OrderedDict[ContentId, Source] = collections.OrderedDict()
         self._idle: collections.OrderedDict[ContentId, Content] = collections.OrderedDict()
         self._working = 0
@@ -362,6 +363,7 @@ class Engine:
             return
         content.total = total
         _remember(self._sizes, content.id, total, SIZES_KEPT)
+        self.sizes_learned += 1
         for listener in content.listeners.values():
             listener(total)
 

@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import stat
+import sys
 from typing import Any, Awaitable, Callable, TypeVar
 
 import pyfuse3
@@ -29,6 +30,7 @@ T = TypeVar("T")
 BLOCK_SIZE = 512
 IO_BLOCK = 1 << 20
 ENTRIES_KEPT = 65_536
+FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())  # os.fsencode, without its call per name
 
 
 def translated(handler: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -73,7 +75,7 @@ class ArtifactOperations(pyfuse3.Operations):
         """The kernel's form of ``attrs``, made once per inode and reused while they are equal
         (``ls -l`` of a big directory asks for thousands at a time)."""
         made = self._entries.get(attrs.inode)
-        if made is not None and made[0] == attrs:
+        if made is not None and (made[0] is attrs or made[0] == attrs):
             return made[1]
         entry = self._make_entry(attrs)
         if len(self._entries) >= ENTRIES_KEPT:
@@ -125,8 +127,9 @@ class ArtifactOperations(pyfuse3.Operations):
 
     @translated
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        encoding, errors = FS_ENCODING
         for offset, item in enumerate(self.core.readdir(fh, start_id), start_id + 1):
-            if not pyfuse3.readdir_reply(token, os.fsencode(item.name), self.entry(item.attributes), offset):
+            if not pyfuse3.readdir_reply(token, item.name.encode(encoding, errors), self.entry(item.attributes), offset):
                 return
             self.core.remember(item.attributes.inode)
 

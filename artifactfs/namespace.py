@@ -53,7 +53,8 @@ class Node:
     refresh keeps it while the kernel still knows it."""
 
     __slots__ = ("inode", "name", "entry", "provider", "parent", "owner", "children", "build",
-                 "listed_at", "lookups", "attached", "listed", "served_fingerprint", "_lock")
+                 "listed_at", "lookups", "attached", "listed", "served_fingerprint", "_lock", "_sorted",
+                 "attributes")
 
     def __init__(self, inode: int, name: str, entry: Entry, provider: Provider | None,
                  parent: Node | None) -> None:
@@ -67,10 +68,22 @@ class Node:
         self.listed = True
         self.served_fingerprint: str | None = None
         self._lock: trio.Lock | None = None
+        self._sorted: tuple[dict[str, Node], int, list[Node]] | None = None
+        self.attributes: tuple | None = None  # the core's, made from ``entry``: (entry, stamp, attributes)
 
     @property
     def is_dir(self) -> bool:
         return self.entry.kind is Kind.DIR
+
+    def sorted_children(self) -> list[Node]:
+        """The listed children in name order, sorted again only when they changed (a warm
+        ``ls -l`` of 10,000 files spent a tenth of its time sorting)."""
+        children = self.children or {}
+        cached = self._sorted
+        if cached is None or cached[0] is not children or cached[1] != len(children):
+            cached = self._sorted = (children, len(children),
+                                     [children[name] for name in sorted(children) if children[name].listed])
+        return cached[2]
 
     @property
     def lock(self) -> trio.Lock:
@@ -132,8 +145,7 @@ class Namespace:
         if not node.is_dir:
             raise NotADirectory(f"{self.path(node)} is not a directory")
         await self.ensure_listed(node)
-        assert node.children is not None
-        return [node.children[name] for name in sorted(node.children) if node.children[name].listed]
+        return node.sorted_children()
 
     async def refresh_attributes(self, inode: int) -> Node:
         """The node, after refreshing its directory's listing if the TTL ran out."""
