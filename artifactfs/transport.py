@@ -11,6 +11,7 @@ Tests replace ``ByteTransport`` and httpx's transport with in-memory fakes (``te
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 - loaded now, not by the first request (its import took ~1 ms of a first read)
 import functools
 import http.client
 import os
