@@ -5,7 +5,8 @@ No auth (it only ever listens on loopback). Bodies are JSON objects. Endpoints:
   POST /_emulator/clear_requests
   POST /_emulator/set          {"url_ttl": 5, "storage_ignore_range": true, "vm0_shape": "snake", ...}:
                                ``url_ttl``, ``{api,storage}_{ignore_range,chunked}``, ``vm0_shape``
-                               (camel | snake | mixed), ``plangrep_content_length``, ``plangrep_ranges``
+                               (camel | snake | mixed), ``vm0_download`` (archive | files),
+                               ``plangrep_content_length``, ``plangrep_ranges``
                                (see ``World.set``)
   POST /_emulator/faults       {"origin": "storage", "kind": "cut", "after": 100, "count"?, "path_contains"?}
                                or {"clear": true, "origin"?}  (see ``faults``)

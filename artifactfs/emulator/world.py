@@ -110,7 +110,7 @@ class World:
         """Set switches by name, each checked against its declared type (else KeyError/TypeError/ValueError).
 
         ``url_ttl``; ``{api,storage}_{ignore_range,chunked}``; and each provider's own as
-        ``<type>_<name>`` (``vm0_shape``, ``plangrep_content_length``, ``plangrep_ranges``).
+        ``<type>_<name>`` (``vm0_shape``, ``vm0_download``, ``plangrep_content_length``, ``plangrep_ranges``).
         """
         with self.lock:
             for name, value in switches.items():

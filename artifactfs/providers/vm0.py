@@ -6,17 +6,23 @@ fills ``vm0/`` and each artifact's ``current`` link; ``GET /v1/artifacts/{id}/ve
 ``createdAt``, ``pagination.hasMore``/``nextCursor``); its older shape, and the seed, are
 snake_case. Both are read field by field, so a half-migrated server works too.
 
-A version's archive comes from ``/download?versionId=`` (older servers: ``version_id``; both
-are sent) as a 302 to a presigned URL on another origin (no token goes there). It is shown as
-served (``<id>.tar.gz``, through the byte engine and its cache), and unpacked from the same
-cached bytes on the first access of the version's directory, into the cache's budget.
+A version's archive comes from ``/download?versionId=`` (older servers: ``version_id``, and
+the intermediate contract's ``version``; all are sent) as a 302 to a presigned URL on another
+origin (no token goes there). It is shown as served (``<id>.tar.gz``, through the byte engine
+and its cache), and unpacked from the same cached bytes on the first access of the version's
+directory, into the cache's budget. A server of the intermediate contract answers the
+download with 200 JSON instead, ``{version_id, files: [{path, size, download_url}],
+expires_at}``: the version's directory then lists those files, each read from its own URL,
+and ``<id>.tar.gz`` is ENOENT (that server has no archive).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import mimetypes
 import os
+import time
 from pathlib import Path
 from typing import Any, Hashable, Mapping
 from urllib.parse import quote, urljoin
@@ -28,12 +34,13 @@ from ..errors import NotFound, RemoteError
 from ..model import Entry, Kind, Source
 from ..names import clean
 from .base import Probe, Provider, ProviderSpec, api_base
-from .fields import as_dict, as_str, parse_time, pick, texts
+from .fields import as_dict, as_size, as_str, parse_time, pick, texts
 from .paging import collect_pages
 from .tree import build_tree
 
 PAGE_LIMIT = 100  # the API rejects more (400), and 1-100 is its documented range
 MIN_PREFIX = 8
+URL_MARGIN = 30.0  # a listed file URL this close to expiry is not used: a new one is asked for
 ARTIFACT_FIELDS = {"name": ("name",), "size": ("size",), "file_count": ("fileCount", "file_count"),
                    "current_version_id": ("currentVersionId", "current_version_id"),
                    "created_at": ("createdAt", "created_at"), "updated_at": ("updatedAt", "updated_at")}
@@ -60,6 +67,8 @@ class Vm0Provider(Provider):
         self._versions: dict[str, dict[str, dict[str, Any]]] = {}
         self._unpack_locks: dict[str, trio.Lock] = {}
         self._broken: dict[str, str] = {}
+        self._archive_urls: dict[tuple[str, str], Source] = {}  # just answered, for the unpacking
+        self._file_lists: dict[tuple[str, str], dict[str, _FileUrl]] = {}  # servers without archives
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
@@ -68,8 +77,7 @@ class Vm0Provider(Provider):
             case ("versions", artifact):
                 return await self._version_entries(artifact)
             case ("version", artifact, version):
-                root = await self._unpack(artifact, version)
-                return await trio.to_thread.run_sync(_local_tree, root, artifact, version)
+                return await self._version_files(artifact, version)
         return []
 
     async def lookup(self, ref: Hashable, name: str) -> Entry | None:
@@ -85,14 +93,63 @@ class Vm0Provider(Provider):
                      target=clean(matches[0]), fingerprint=matches[0], listed=False)
 
     async def resolve(self, ref: Hashable) -> Source:
-        """The archive's presigned URL, from the download endpoint's 302 (not followed here)."""
-        _, artifact, version = ref  # type: ignore[misc]
+        """The archive's presigned URL (the download's 302, not followed here), or one file's
+        URL from a server that lists them (its listed URL once, then a new download answer)."""
+        kind, artifact, version, *rest = ref  # type: ignore[misc]
+        if kind == "file":
+            listed = self._file_lists.get((artifact, version), {}).get(rest[0])
+            if listed is not None and listed.fresh():
+                listed.used = True
+                return self.http.source(listed.url, expires_at=listed.expires_at)
+            answer = await self._download(artifact, version)
+            found = answer.get(rest[0]) if isinstance(answer, dict) else None
+            if found is None:
+                raise NotFound(f"{self.name}: {rest[0]} is no longer in version {version} of {artifact}")
+            return self.http.source(found.url, expires_at=found.expires_at)
+        source = self._archive_urls.pop((artifact, version), None)
+        if source is not None:
+            return source
+        answer = await self._download(artifact, version)
+        if isinstance(answer, dict):
+            self._file_lists[(artifact, version)] = answer
+            raise NotFound(f"{self.name}: version {version} of {artifact} is served file by file, without an archive")
+        return answer
+
+    async def _download(self, artifact: str, version: str) -> Source | dict[str, _FileUrl]:
+        """The download endpoint's answer: the archive's URL (a 302; a 200 that is not JSON is the
+        archive itself), or the intermediate contract's list of files with a URL each."""
         resp = await self.http.request(f"{self._artifact_url(artifact)}/download",
-                                       {"versionId": version, "version_id": version})
+                                       {"versionId": version, "version_id": version, "version": version})
         location = resp.headers.get("location")
         if resp.is_redirect and location:
             return self.http.source(urljoin(str(resp.url), location))
-        return self.http.source(str(resp.url))
+        files = _file_urls(resp.content)
+        return self.http.source(str(resp.url)) if files is None else files
+
+    async def _version_files(self, artifact: str, version: str) -> list[Entry]:
+        """A version's files: unpacked from its archive, or as a server without archives lists
+        them. The download is asked once; the unpacking then uses its answer."""
+        files = self._file_lists.get((artifact, version))
+        known = self._tree_name(artifact, version) in self._broken or await trio.to_thread.run_sync(
+            self._tree(artifact, version).is_dir)
+        if files is None and not known:
+            answer = await self._download(artifact, version)
+            if isinstance(answer, dict):
+                files = self._file_lists[(artifact, version)] = answer
+            else:
+                self._archive_urls[(artifact, version)] = answer
+        if files is None:
+            try:
+                root = await self._unpack(artifact, version)
+            finally:
+                self._archive_urls.pop((artifact, version), None)  # unused if the engine knew a URL
+            return await trio.to_thread.run_sync(_local_tree, root, artifact, version)
+        created = parse_time(pick(self._versions.get(artifact, {}).get(version, {}), "createdAt", "created_at"))
+        return build_tree(((path, Entry(
+            name=path, kind=Kind.FILE, ref=("file", artifact, version, path), key=("file", artifact, version, path),
+            size=item.size, mtime=created, fingerprint=version, short_id=path.rsplit("/", 1)[-1],
+            mime_type=mimetypes.guess_type(path)[0], xattrs={"id": artifact, "version_id": version, "path": path},
+            immutable=True)) for path, item in files.items()), ("version", artifact, version))
 
     async def local_file(self, ref: Hashable) -> str:
         _, artifact, version, relative = ref  # type: ignore[misc]
@@ -157,12 +214,20 @@ class Vm0Provider(Provider):
                                  immutable=True))
         return entries
 
+    def _tree_name(self, artifact: str, version: str) -> str:
+        return hashlib.sha256(f"{self.name}\n{artifact}\n{version}".encode()).hexdigest()[:32]
+
+    def _tree(self, artifact: str, version: str) -> Path:
+        """Where the version is (or will be) unpacked in the cache."""
+        assert self.engine is not None
+        return self.engine.cache.tree_path(self._tree_name(artifact, version))
+
     async def _unpack(self, artifact: str, version: str) -> Path:
         """The version's directory in the cache, unpacked from the cached archive unless it
         already is. An archive that cannot be unpacked (corrupt, a bomb) stays broken:
         versions are immutable, so it is refused from memory rather than unpacked again."""
         assert self.engine is not None
-        name = hashlib.sha256(f"{self.name}\n{artifact}\n{version}".encode()).hexdigest()[:32]
+        name = self._tree_name(artifact, version)
         lock = self._unpack_locks.setdefault(name, trio.Lock())
         async with lock:
             if name in self._broken:
@@ -173,6 +238,41 @@ class Vm0Provider(Provider):
             except archive.ArchiveError as exc:
                 self._broken[name] = f"{self.name}: version {version} of {artifact} cannot be unpacked: {exc}"
                 raise archive.ArchiveError(self._broken[name]) from None
+
+
+class _FileUrl:
+    """One file of a download answer without archive: its size and presigned URL (used once
+    as listed; a later read asks the download again, as the URL may have expired)."""
+
+    __slots__ = ("size", "url", "expires_at", "used")
+
+    def __init__(self, size: int | None, url: str, expires_at: float | None) -> None:
+        self.size, self.url, self.expires_at, self.used = size, url, expires_at, False
+
+    def fresh(self) -> bool:
+        return not self.used and (self.expires_at is None or self.expires_at - URL_MARGIN > time.time())
+
+
+def _file_urls(body: bytes) -> dict[str, _FileUrl] | None:
+    """The files of a 200 JSON download answer (``files[]`` of ``path``, ``size``,
+    ``download_url``; camelCase too), or None if the body is not such an answer."""
+    if not body.lstrip()[:1] == b"{":
+        return None
+    try:
+        answer = as_dict(json.loads(body))
+    except ValueError:
+        return None
+    items = answer.get("files")
+    if not isinstance(items, list):
+        return None
+    expires = parse_time(pick(answer, "expires_at", "expiresAt"))
+    files: dict[str, _FileUrl] = {}
+    for item in items:
+        item = as_dict(item)
+        path, url = as_str(item.get("path")), as_str(pick(item, "download_url", "downloadUrl", "url"))
+        if path and url:
+            files.setdefault(path, _FileUrl(as_size(item.get("size")), url, expires))
+    return files
 
 
 def _local_tree(root: Path, artifact: str, version: str) -> list[Entry]:

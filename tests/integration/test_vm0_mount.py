@@ -141,6 +141,27 @@ def test_unpacked_files_are_exact(mount: MountFactory, emulator: Emulator, tmp_p
     assert f'user.artifactfs.version_id="{versions[-1]}"' in out
 
 
+def test_a_server_listing_files_instead_of_an_archive(mount: MountFactory, emulator: Emulator,
+                                                       tmp_path: Path) -> None:
+    """The intermediate contract's download (200 JSON, a URL per file): the version's files,
+    exact, each from its own URL; no archive (ENOENT); the token never goes to storage."""
+    emulator.set(vm0_download="files")
+    m = mount(("vm0",))
+    artifact, versions = versions_of(emulator, TRAINING)
+    folder = m.path / "vm0" / TRAINING / "versions"
+    for version in versions:
+        assert files_below(folder / version) == expected_files(emulator, artifact, version)
+    run("cp", "-rL", m.path / "vm0" / TRAINING / "current/", tmp_path / "copy")
+    assert files_below(tmp_path / "copy") == expected_files(emulator, artifact, versions[-1])
+    weights = m.path / "vm0" / TRAINING / "current" / "checkpoints" / "model.safetensors"
+    assert run("ls", "-l", weights).stdout.split()[4] == str(4 << 20)
+    assert f'user.artifactfs.path="checkpoints/model.safetensors"' in run("getfattr", "-d", weights).stdout
+    with pytest.raises(FileNotFoundError):
+        (folder / f"{versions[0]}.tar.gz").read_bytes()
+    storage = emulator.requests(origin="storage")
+    assert storage and all("/vm0-artifacts/" in r["path"] and ".tar.gz" not in r["path"] for r in storage)
+
+
 def test_unpacking_waits_for_the_version_and_survives_a_restart(mount: MountFactory, emulator: Emulator) -> None:
     m = mount(("vm0",))
     _, versions = versions_of(emulator, TRAINING)

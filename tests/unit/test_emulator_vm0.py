@@ -188,6 +188,29 @@ def test_download_redirects_to_a_presigned_archive(emu: Emulator, http: httpx.Cl
     assert dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["X-Amz-Expires"] == "60"
 
 
+def test_files_download_gives_a_presigned_url_per_file(emu: Emulator, http: httpx.Client) -> None:
+    """The intermediate contract's download: 200 JSON, one URL per file, ``version`` accepted."""
+    artifact_id = emu.vm0_artifact_id("output-results")
+    old, new = emu.vm0_versions(artifact_id)
+    emu.set(vm0_download="files")
+    r = download(http, emu, artifact_id)
+    assert r.status_code == 200 and set(r.json()) == {"version_id", "files", "expires_at"}
+    body = r.json()
+    assert body["version_id"] == new and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["expires_at"])
+    paths = {f["path"] for f in body["files"]}
+    assert paths == {"README.md", "results/summary.json", "results/plots/loss.png", "logs/run.log"}
+    for item in body["files"]:
+        assert set(item) == {"path", "size", "download_url"} and "X-Amz-Signature=" in item["download_url"]
+        got = http.get(item["download_url"])
+        assert got.status_code == 200 and got.content == emu.vm0_file(artifact_id, new, item["path"]).read_all()
+        assert len(got.content) == item["size"]
+    assert download(http, emu, artifact_id, version=old[:8]).json()["version_id"] == old
+    url = body["files"][0]["download_url"]
+    assert http.get(url.replace(new, old)).status_code == 403
+    hostile_id, _ = emu.put_vm0_raw_archive("raw", b"not a tar at all")
+    assert download(http, emu, hostile_id).status_code == 404
+
+
 def test_every_resolver_failure_is_404(emu: Emulator, http: httpx.Client) -> None:
     first = "abcdef01" + "0" * 56
     emu.put_vm0_version("twins", {"a.txt": "a"}, version_id=first)

@@ -27,6 +27,10 @@ To the docs (docs.vm0.ai reference) and the public server's routes:
   is gone while the artifact still names it current.
 - The 302 ``Location`` is a presigned URL (``signing.S3``) valid ``X-Amz-Expires=3600``
   seconds (the server's ``DOWNLOAD_EXPIRY_SECONDS``) unless the ``url_ttl`` switch says otherwise.
+- The ``vm0_download`` switch ``"files"`` serves the intermediate contract's download instead
+  (api/vm0.md, C-ART @be654b6): 200 JSON ``{version_id, files: [{path, size, download_url}],
+  expires_at}``, snake_case as documented there, one presigned URL per file; that contract
+  named the query parameter ``version``, also accepted. A raw archive has no file list: 404.
 
 Choices where the docs are silent:
 - Artifacts are addressed by id only (not by name); ids are ``art_`` + 9 base62 characters
@@ -50,6 +54,7 @@ import json
 import math
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -98,9 +103,17 @@ class Shape(Enum):
     MIXED = "mixed"
 
 
+class Download(Enum):
+    """What a download answers (the ``vm0_download`` switch)."""
+
+    ARCHIVE = "archive"  # 302 to the version's tar.gz (current docs and server)
+    FILES = "files"  # 200 JSON with a presigned URL per file (the intermediate contract)
+
+
 @dataclass
 class Switches:
     shape: Shape = Shape.CAMEL
+    download: Download = Download.ARCHIVE
 
 
 # Every camelCase name the API uses; "mixed" spells every second one (sorted) in snake_case.
@@ -297,10 +310,22 @@ class State(ProviderState):
         path = f"/{BUCKET}/{storage.quote(artifact_id)}/{storage.quote(version_id)}{ARCHIVE_SUFFIX}"
         return self.world.signed_url(path, S3, self.world.url_ttl(DOWNLOAD_EXPIRY_SECONDS))
 
+    def signed_file_url(self, artifact_id: str, version_id: str, path: str) -> str:
+        """A freshly presigned URL of one file of a version (the ``files`` download)."""
+        key = "/".join(storage.quote(part) for part in (artifact_id, version_id, *path.split("/")))
+        return self.world.signed_url(f"/{BUCKET}/{key}", S3, self.world.url_ttl(DOWNLOAD_EXPIRY_SECONDS))
+
     def serve_object(self, req: Request, parts: list[str]) -> Reply | BlobReply:
         refused = storage.refusal(self.world, req, S3)
         if refused is not None:
             return refused
+        if len(parts) > 2:
+            try:
+                version = self._version(parts[0], parts[1])
+                blob = (version.files or {})["/".join(parts[2:])]
+            except KeyError:
+                return storage.no_such_key()
+            return BlobReply(blob, "application/octet-stream", f'"{version.version_id}"', version.created_at)
         if len(parts) != 2 or not parts[1].endswith(ARCHIVE_SUFFIX):
             return storage.no_such_key()
         try:
@@ -358,7 +383,10 @@ def _route(state: State, req: Request, parts: list[str]) -> Reply:
             if artifact is None:
                 raise _not_found(f"No such artifact: '{artifact_id}'")
             if rest == ["download"]:
-                version = _resolve(artifact, req.params.get("versionId") or req.params.get("version_id"))
+                wanted = req.params.get("versionId") or req.params.get("version_id") or req.params.get("version")
+                version = _resolve(artifact, wanted)
+                if state.switches.download is Download.FILES:
+                    return json_reply(200, _file_urls(state, version))
                 return Reply(302, headers={"Location": state.signed_url(artifact.artifact_id, version.version_id)})
             if rest == ["versions"]:
                 body = _page(req, artifact.versions, lambda v: (v.created_at, v.version_id), _version_json)
@@ -423,6 +451,17 @@ def _version_json(version: Vm0Version) -> dict[str, Any]:
         "createdBy": version.created_by,
         "createdAt": iso(version.created_at, millis=True),
     }
+
+
+def _file_urls(state: State, version: Vm0Version) -> dict[str, Any]:
+    """The intermediate contract's download answer: every file with its own presigned URL."""
+    if version.files is None:
+        raise _not_found(f"Version \"{version.version_id}\" has no file list")
+    expires = time.time() + state.world.url_ttl(DOWNLOAD_EXPIRY_SECONDS)
+    files = [{"path": path, "size": blob.size,
+              "download_url": state.signed_file_url(version.artifact_id, version.version_id, path)}
+             for path, blob in sorted(version.files.items())]
+    return {"version_id": version.version_id, "files": files, "expires_at": iso(expires, millis=True)}
 
 
 def _resolve(artifact: Vm0Artifact, wanted: str | None) -> Vm0Version:
