@@ -33,11 +33,24 @@ def _unused(segment: mmap.mmap) -> bool:
     return True
 
 
+def _can_tell() -> bool:
+    """Whether ``resize`` works on anonymous maps here (it needs ``mremap``: not on macOS,
+    where fsspec users run too); without it every buffer is a new map."""
+    probe = _new_map(mmap.PAGESIZE)
+    try:
+        return _unused(probe)
+    except (OSError, SystemError, TypeError, ValueError):
+        return False
+    finally:
+        probe.close()
+
+
 class BufferPool:
     """Buffers for fetches, taken from worker threads."""
 
     def __init__(self, smallest: int, largest: int, limit: int = POOL_BYTES) -> None:
-        self.smallest, self.largest, self.limit = smallest, largest, limit
+        self.smallest, self.largest = smallest, largest
+        self.limit = limit if _can_tell() else 0
         self._maps: collections.deque[mmap.mmap] = collections.deque()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -52,7 +65,7 @@ class BufferPool:
         """A writable view of ``size`` bytes (their content undefined). The buffer counts as
         in use while this view or any view made from it lives; the view is made under the
         lock, so two threads never get the same buffer."""
-        if size < self.smallest or size > self.largest:
+        if size < self.smallest or size > self.largest or not self.limit:
             return memoryview(bytearray(size) if size < self.smallest else _new_map(size))
         wanted = self._class_of(size)
         with self._lock:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
+from artifactfs import buffers
 from artifactfs.buffers import BufferPool
 
 K = 1024
@@ -72,3 +75,18 @@ def test_threads_taking_at_once_never_share_a_buffer() -> None:
     for thread in threads:
         thread.join()
     assert len(taken) == 12 and not shared
+
+
+def test_without_resize_every_buffer_is_new(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where anonymous maps cannot be resized (no mremap: macOS), nothing is reused."""
+
+    def no_mremap(segment: object) -> bool:
+        raise SystemError("mmap: resizing not available--no mremap()")
+
+    monkeypatch.setattr(buffers, "_unused", no_mremap)
+    pool = buffers.BufferPool(256 * K, 2048 * K)
+    first = pool.take(256 * K)
+    first_map = first.obj
+    del first
+    again = pool.take(256 * K)
+    assert again.obj is not first_map and len(again) == 256 * K
