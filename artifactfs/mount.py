@@ -9,6 +9,7 @@ or prints the child's one-line error and exits non-zero.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import select
@@ -139,6 +140,7 @@ async def _mounted(core: Core, config: Config, mountpoint: Path, on_ready: Calla
         core.invalidator = KernelInvalidator(nursery)
         nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
         nursery.start_soon(_announce_ready, mountpoint, on_ready, notifier, config.cache_dir)
+        gc.freeze()  # what start-up made lives as long as the daemon: collections never walk it again
         try:
             await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
         finally:
