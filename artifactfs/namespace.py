@@ -132,13 +132,6 @@ class Namespace:
             child.lookups += 1
         return child
 
-    async def lookup_path(self, path: str) -> Node:
-        """The node at ``path`` below the root (``a/b/c``), following no links."""
-        node = self.root
-        for part in [p for p in path.split("/") if p and p != "."]:
-            node = (node.parent or node) if part == ".." else await self.lookup(node.inode, part, count=False)
-        return node
-
     async def listing(self, inode: int) -> list[Node]:
         """A directory's children, fresh per the TTL, in name order."""
         node = self.node(inode)
