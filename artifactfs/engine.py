@@ -47,7 +47,6 @@ FIRST_WINDOW = (1 << 20) // BLOCK_SIZE  # blocks a first read at offset 0 fetche
 MAX_WINDOW = (16 << 20) // BLOCK_SIZE  # per sequential reader
 MEMORY_BYTES = 24 << 20  # the window of recent blocks
 READAHEAD_BYTES = 16 << 20  # blocks fetched ahead of every reader together
-URL_EXPIRY_MARGIN = 30.0
 SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
 WAIT_MARGIN = 2.0
 SEGMENT_MAX = 2 << 20  # one buffer per fetch, up to this; a whole body gets several
@@ -450,8 +449,7 @@ class Engine:
         """The remembered URL, or a new one if none yet, about to expire, or refused."""
         async with content.resolve_lock:
             source = content.source
-            if refresh or source is None or (source.expires_at is not None
-                                             and source.expires_at - URL_EXPIRY_MARGIN <= self.clock()):
+            if refresh or source is None or source.expiring(self.clock()):
                 try:
                     source = await content.provider.resolve(content.ref)
                 except FsError:

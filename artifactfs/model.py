@@ -47,6 +47,9 @@ class Entry:
     listed: bool = True
 
 
+EXPIRY_MARGIN = 30.0  # a URL this close to its expiry is not used: a new one is asked for
+
+
 @dataclass(frozen=True)
 class Source:
     """Where a file's bytes are: URL, the headers to send there, and when the URL stops working."""
@@ -55,3 +58,8 @@ class Source:
     headers: tuple[tuple[str, str], ...] = ()
     expires_at: float | None = None
     size: int | None = None
+
+    def expiring(self, now: float) -> bool:
+        """Whether the URL stops working within ``EXPIRY_MARGIN`` of ``now`` (an unknown
+        expiry never does: storage refusing it is what asks for a new one)."""
+        return self.expires_at is not None and self.expires_at - EXPIRY_MARGIN <= now

@@ -33,7 +33,6 @@ from .paging import collect_pages
 
 PAGE_SIZE = 100
 MAX_SIGNED_SECONDS = 7 * 86400  # the longest a GCS V4 / S3 presigned URL may live
-URL_MARGIN = 30.0  # a listed URL this close to its expiry is not used
 EXPIRY_PARAMS = (("x-goog-expires", "x-goog-date"), ("x-amz-expires", "x-amz-date"), ("expires", ""))
 
 
@@ -93,9 +92,9 @@ class GumloopProvider(Provider):
         _, artifact, version = ref  # type: ignore[misc]
         listed = self._listed_urls.pop((artifact, version), None)
         if listed is not None:
-            expires = url_expiry(listed)
-            if expires is not None and expires - URL_MARGIN > time.time():
-                return self.http.source(listed, expires_at=expires)
+            source = self.http.source(listed, expires_at=url_expiry(listed))
+            if source.expires_at is not None and not source.expiring(time.time()):
+                return source
         url = f"{self._api}/artifacts/{quote(artifact, safe='')}/download"
         body = as_dict(await self.http.get_json(url, {"version_id": version} if version else None))
         download = as_str(body.get("download_url"))

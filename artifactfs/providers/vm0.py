@@ -40,7 +40,6 @@ from .tree import build_tree
 
 PAGE_LIMIT = 100  # the API rejects more (400), and 1-100 is its documented range
 MIN_PREFIX = 8
-URL_MARGIN = 30.0  # a listed file URL this close to expiry is not used: a new one is asked for
 ARTIFACT_FIELDS = {"name": ("name",), "size": ("size",), "file_count": ("fileCount", "file_count"),
                    "current_version_id": ("currentVersionId", "current_version_id"),
                    "created_at": ("createdAt", "created_at"), "updated_at": ("updatedAt", "updated_at")}
@@ -98,9 +97,11 @@ class Vm0Provider(Provider):
         kind, artifact, version, *rest = ref  # type: ignore[misc]
         if kind == "file":
             listed = self._file_lists.get((artifact, version), {}).get(rest[0])
-            if listed is not None and listed.fresh():
+            if listed is not None and not listed.used:
                 listed.used = True
-                return self.http.source(listed.url, expires_at=listed.expires_at)
+                source = self.http.source(listed.url, expires_at=listed.expires_at)
+                if not source.expiring(time.time()):
+                    return source
             answer = await self._download(artifact, version)
             found = answer.get(rest[0]) if isinstance(answer, dict) else None
             if found is None:
@@ -248,9 +249,6 @@ class _FileUrl:
 
     def __init__(self, size: int | None, url: str, expires_at: float | None) -> None:
         self.size, self.url, self.expires_at, self.used = size, url, expires_at, False
-
-    def fresh(self) -> bool:
-        return not self.used and (self.expires_at is None or self.expires_at - URL_MARGIN > time.time())
 
 
 def _file_urls(body: bytes) -> dict[str, _FileUrl] | None:
