@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Hashable, Mapping, TypeVar
 
-from ..errors import NotFound
+from ..errors import AccessDenied, NotFound, Unauthorized
 from ..model import Entry, Kind, Source
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..httpclient import Classifier, HttpClient
 
 log = logging.getLogger("artifactfs.providers")
+T = TypeVar("T")
 
 
 class Provider:
@@ -47,6 +48,7 @@ class Provider:
         self.http = http
         self.state_dir = state_dir
         self.engine: Engine | None = None
+        self._cannot_list = False
 
     def root(self) -> Entry:
         return Entry(name=self.name, kind=Kind.DIR, ref=self.ROOT, key=(self.name,))
@@ -78,6 +80,21 @@ class Provider:
         found = entry(name)
         found.children = children
         return found
+
+    async def discovered(self, listing: Callable[[], Awaitable[T]], what: str, shown: str) -> T | None:
+        """What a discovery call (every ``what`` the key sees) answers; None, from then on,
+        if the key may not list them or the server has no such endpoint (403, 404): the
+        configured and opened ``shown`` still show. A refused token (401) stays an error."""
+        if self._cannot_list:
+            return None
+        try:
+            return await listing()
+        except (AccessDenied, NotFound) as exc:
+            if isinstance(exc, Unauthorized):
+                raise
+            log.warning("%s: cannot list %s (%s); showing configured and opened %s only", self.name, what, exc, shown)
+            self._cannot_list = True
+            return None
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -18,9 +18,9 @@ import json
 from typing import Any, Hashable, Iterator
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from ..errors import AccessDenied, NotFound, RemoteError, Unauthorized
+from ..errors import NotFound, RemoteError
 from ..model import Entry, Kind, Source
-from .base import Probe, Provider, ProviderSpec, api_base, log
+from .base import Probe, Provider, ProviderSpec, api_base
 from .fields import as_dict, as_list, as_size, as_str, fingerprint, parse_time, pick, texts
 from .paging import unique
 from .tree import build_tree
@@ -78,7 +78,6 @@ class PlangrepProvider(Provider):
         super().__init__(*args, **kwargs)
         self._api = api_base(self.http.base_url, SPEC.api_prefix)
         self._jobs: dict[str, dict[str, Any] | None] = dict.fromkeys(self.config.ids)
-        self._cannot_list = False
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
@@ -115,16 +114,8 @@ class PlangrepProvider(Provider):
 
     async def _discover(self) -> list[dict[str, Any]]:
         """Every job of every project the key sees; none if it may not list projects."""
-        if self._cannot_list:
-            return []
-        try:
-            projects = as_list(as_dict(await self.http.get_json(f"{self._api}/projects")).get("projects"))
-        except (AccessDenied, NotFound) as exc:
-            if isinstance(exc, Unauthorized):
-                raise
-            log.warning("%s: cannot list projects (%s); showing configured and opened jobs only", self.name, exc)
-            self._cannot_list = True
-            return []
+        body = await self.discovered(lambda: self.http.get_json(f"{self._api}/projects"), "projects", "jobs")
+        projects = as_list(as_dict(body).get("projects"))
         jobs: list[dict[str, Any]] = []
         for project_id in unique((as_str(as_dict(p).get("id")) for p in projects), lambda p: p):
             body = as_dict(await self.http.get_json(f"{self._api}/projects/{quote(project_id, safe='')}/jobs"))

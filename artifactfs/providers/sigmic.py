@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from ..errors import AccessDenied, FsError, NotFound, RemoteError, Unauthorized
 from ..httpclient import url_path
 from ..model import Entry, Kind, Source
-from .base import Probe, Provider, ProviderSpec, api_base, log
+from .base import Probe, Provider, ProviderSpec, api_base
 from .fields import as_dict, as_size, as_str, fingerprint, parse_time, pick, texts
 from .paging import collect_pages
 from .tree import build_tree
@@ -51,7 +51,6 @@ class SigmicProvider(Provider):
         self._api = api_base(self.http.base_url, SPEC.api_prefix)
         self._tasks: dict[str, None] = dict.fromkeys(self.config.ids)
         self._details: dict[str, dict[str, str]] = {}
-        self._cannot_list = False
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
         if ref == self.ROOT:
@@ -76,8 +75,6 @@ class SigmicProvider(Provider):
     async def _discover(self) -> list[str]:
         """Every task id of ``GET /tasks``, all pages. A key that may not list tasks (or a
         server without the endpoint) still shows the configured and opened tasks."""
-        if self._cannot_list:
-            return []
 
         async def page(offset: int | None) -> tuple[list[Any], int | None]:
             start = offset or 0
@@ -91,15 +88,10 @@ class SigmicProvider(Provider):
                 more = start + len(items) < total
             return items, (start + len(items) if more and items else None)
 
-        try:
-            items = await collect_pages(page, f"{self.name}: tasks", key=lambda item: as_str(item.get("id")))
-        except (AccessDenied, NotFound) as exc:
-            if isinstance(exc, Unauthorized):
-                raise
-            log.warning("%s: cannot list tasks (%s); showing configured and opened tasks only", self.name, exc)
-            self._cannot_list = True
-            return []
-        tasks = {str(as_str(item.get("id"))): item for item in items}
+        items = await self.discovered(
+            lambda: collect_pages(page, f"{self.name}: tasks", key=lambda item: as_str(item.get("id"))),
+            "tasks", "tasks")
+        tasks = {str(as_str(item.get("id"))): item for item in items or []}
         self._details.update((task, texts(item, TASK_FIELDS)) for task, item in tasks.items())
         return list(tasks)
 
