@@ -66,7 +66,6 @@ class Vm0Provider(Provider):
         self._versions: dict[str, dict[str, dict[str, Any]]] = {}
         self._unpack_locks: dict[str, trio.Lock] = {}
         self._broken: dict[str, str] = {}
-        self._archive_urls: dict[tuple[str, str], Source] = {}  # just answered, for the unpacking
         self._file_lists: dict[tuple[str, str], dict[str, _FileUrl]] = {}  # servers without archives
 
     async def list_dir(self, ref: Hashable) -> list[Entry]:
@@ -107,9 +106,6 @@ class Vm0Provider(Provider):
             if found is None:
                 raise NotFound(f"{self.name}: {rest[0]} is no longer in version {version} of {artifact}")
             return self.http.source(found.url, expires_at=found.expires_at)
-        source = self._archive_urls.pop((artifact, version), None)
-        if source is not None:
-            return source
         answer = await self._download(artifact, version)
         if isinstance(answer, dict):
             self._file_lists[(artifact, version)] = answer
@@ -129,22 +125,17 @@ class Vm0Provider(Provider):
 
     async def _version_files(self, artifact: str, version: str) -> list[Entry]:
         """A version's files: unpacked from its archive, or as a server without archives lists
-        them. The download is asked once; the unpacking then uses its answer."""
+        them (resolving the archive finds that out, with the one download request)."""
         files = self._file_lists.get((artifact, version))
-        known = self._tree_name(artifact, version) in self._broken or await trio.to_thread.run_sync(
-            self._tree(artifact, version).is_dir)
-        if files is None and not known:
-            answer = await self._download(artifact, version)
-            if isinstance(answer, dict):
-                files = self._file_lists[(artifact, version)] = answer
-            else:
-                self._archive_urls[(artifact, version)] = answer
         if files is None:
             try:
                 root = await self._unpack(artifact, version)
-            finally:
-                self._archive_urls.pop((artifact, version), None)  # unused if the engine knew a URL
-            return await trio.to_thread.run_sync(_local_tree, root, artifact, version)
+            except NotFound:
+                files = self._file_lists.get((artifact, version))  # resolving the archive found a list
+                if files is None:
+                    raise
+            else:
+                return await trio.to_thread.run_sync(_local_tree, root, artifact, version)
         created = parse_time(pick(self._versions.get(artifact, {}).get(version, {}), "createdAt", "created_at"))
         return build_tree(((path, Entry(
             name=path, kind=Kind.FILE, ref=("file", artifact, version, path), key=("file", artifact, version, path),
@@ -215,20 +206,12 @@ class Vm0Provider(Provider):
                                  immutable=True))
         return entries
 
-    def _tree_name(self, artifact: str, version: str) -> str:
-        return hashlib.sha256(f"{self.name}\n{artifact}\n{version}".encode()).hexdigest()[:32]
-
-    def _tree(self, artifact: str, version: str) -> Path:
-        """Where the version is (or will be) unpacked in the cache."""
-        assert self.engine is not None
-        return self.engine.cache.tree_path(self._tree_name(artifact, version))
-
     async def _unpack(self, artifact: str, version: str) -> Path:
         """The version's directory in the cache, unpacked from the cached archive unless it
         already is. An archive that cannot be unpacked (corrupt, a bomb) stays broken:
         versions are immutable, so it is refused from memory rather than unpacked again."""
         assert self.engine is not None
-        name = self._tree_name(artifact, version)
+        name = hashlib.sha256(f"{self.name}\n{artifact}\n{version}".encode()).hexdigest()[:32]
         lock = self._unpack_locks.setdefault(name, trio.Lock())
         async with lock:
             if name in self._broken:
@@ -254,7 +237,7 @@ class _FileUrl:
 def _file_urls(body: bytes) -> dict[str, _FileUrl] | None:
     """The files of a 200 JSON download answer (``files[]`` of ``path``, ``size``,
     ``download_url``; camelCase too), or None if the body is not such an answer."""
-    if not body.lstrip()[:1] == b"{":
+    if body[:64].lstrip()[:1] != b"{":  # not JSON (an archive served inline): no copy, no parse
         return None
     try:
         answer = as_dict(json.loads(body))
