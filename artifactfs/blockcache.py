@@ -385,7 +385,7 @@ class BlockCache:
             path = data_path(self.directory, content)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:  # cleared under us
+            except FileNotFoundError:  # a fresh cache (no data/ yet), or one removed under us
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             while len(self._files) >= OPEN_FILES:
