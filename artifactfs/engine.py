@@ -558,8 +558,10 @@ class _BlockSink:
     def _deliver(self, start: int, end: int) -> None:
         span = Span(self.base, start - self.segment_start, end - self.segment_start)
         index = start // BLOCK_SIZE
-        self._report(self.engine._arrived, self.content, index, span)
+        # Queued for the disk before it counts as arrived (and as on disk): a reader that then
+        # loads it back finds it written, or a hole if the queue dropped it, never half written.
         self.engine.cache.store(self.content.hash, index, span.base[span.start:span.end], wait=not self.ranged)
+        self._report(self.engine._arrived, self.content, index, span)
 
     def eof(self, pos: int) -> None:
         self._learned(pos)  # first: a reader given the last bytes must find the size known
