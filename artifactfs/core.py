@@ -16,7 +16,7 @@ import sqlite3
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, NamedTuple, Protocol, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Protocol, TypeVar
 
 import trio
 
@@ -71,6 +71,8 @@ class DirEntry(NamedTuple):
     name: str
     attributes: Attributes
 
+
+NO_DIR: tuple[list[Node], tuple[DirEntry, ...]] = ([], ())  # a directory handle not (or no longer) open
 
 @dataclass(frozen=True)
 class Opened:
@@ -149,7 +151,7 @@ class Core:
         for provider in providers:
             provider.engine = self.engine
         self._files: dict[int, tuple[OpenFile, Node]] = {}
-        self._dirs: dict[int, list[Node]] = {}
+        self._dirs: dict[int, tuple[list[Node], tuple[DirEntry, ...]]] = {}
         self._next_fh = 0
         self._started = time.time()
 
@@ -239,10 +241,10 @@ class Core:
         """Whether the node is still known after the kernel dropped ``count`` references."""
         return self.ns.forget(inode, count)
 
-    def remember(self, inode: int) -> None:
-        """The kernel learned ``inode`` from a readdir entry."""
-        node = self.ns.nodes.get(inode)
-        if node is not None:
+    def remember_listed(self, fh: int, start: int, stop: int) -> None:
+        """The kernel learned the entries ``[start, stop)`` of an opened directory."""
+        children, _ = self._dirs.get(fh, NO_DIR)
+        for node in children[start:stop]:
             self.ns.remember(node)
 
     @boundary
@@ -261,14 +263,23 @@ class Core:
         """A snapshot of the directory: readdir offsets stay stable while it refreshes."""
         children = await self.ns.listing(inode)
         fh = self._new_fh()
-        self._dirs[fh] = children
+        self._dirs[fh] = (children, self._dir_entries(self.ns.node(inode), children))
         return fh
 
-    def readdir(self, fh: int, start: int) -> Iterator[DirEntry]:
-        """Entries of an opened directory from offset ``start``, made as they are taken (the
-        kernel takes a few dozen per call)."""
-        children = self._dirs.get(fh, [])
-        return (DirEntry(children[i].name, self.attributes(children[i])) for i in range(start, len(children)))
+    def _dir_entries(self, directory: Node, children: list[Node]) -> tuple[DirEntry, ...]:
+        """``children`` as entries, made again only when the listing changed or a size was
+        learned: a warm ``ls -l`` of a big directory reuses them all."""
+        made = directory.dir_entries
+        if made is not None and made[0] is children and made[1] == self.engine.sizes_learned:
+            return made[2]
+        entries = tuple(DirEntry(child.name, self.attributes(child)) for child in children)
+        directory.dir_entries = (children, self.engine.sizes_learned, entries)
+        return entries
+
+    def readdir(self, fh: int) -> tuple[DirEntry, ...]:
+        """The entries of an opened directory (the same tuple while the listing is unchanged),
+        for the front end to take from any offset."""
+        return self._dirs.get(fh, NO_DIR)[1]
 
     def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -366,8 +377,8 @@ class Core:
     async def list_path(self, path: str) -> list[tuple[DirEntry, dict[str, str]]]:
         """A directory's entries with their attributes and xattrs (links shown as links)."""
         node = await self.node_at(path)
-        return [(DirEntry(child.name, self.attributes(child)), self.xattrs(child.inode))
-                for child in await self.ns.listing(node.inode)]
+        children = await self.ns.listing(node.inode)
+        return [(entry, self.xattrs(child.inode)) for child, entry in zip(children, self._dir_entries(node, children))]
 
     async def open_path(self, path: str) -> Opened:
         node = await self.node_at(path)

@@ -9,6 +9,7 @@ EROFS. With ``xattrs = false`` getxattr/listxattr answer ENOSYS, so the kernel s
 
 from __future__ import annotations
 
+import collections
 import errno
 import functools
 import logging
@@ -20,7 +21,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 import pyfuse3
 import trio
 
-from .core import Attributes, Core
+from .core import Attributes, Core, DirEntry
 from .errors import FsError
 from .model import Kind
 
@@ -30,6 +31,8 @@ T = TypeVar("T")
 BLOCK_SIZE = 512
 IO_BLOCK = 1 << 20
 ENTRIES_KEPT = 65_536
+LISTINGS_KEPT = 16  # directories whose kernel entries are kept ready
+KernelListing = list[tuple[bytes, pyfuse3.EntryAttributes]]
 FS_ENCODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())  # os.fsencode, without its call per name
 
 
@@ -70,6 +73,8 @@ class ArtifactOperations(pyfuse3.Operations):
         self._uid, self._gid = os.getuid(), os.getgid()
         self._xattrs = xattrs
         self._entries: dict[int, tuple[Attributes, pyfuse3.EntryAttributes]] = {}
+        self._listings: collections.OrderedDict[int, tuple[tuple[DirEntry, ...], KernelListing]] = (
+            collections.OrderedDict())
 
     def entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
         """The kernel's form of ``attrs``, made once per inode and reused while they are equal
@@ -127,11 +132,30 @@ class ArtifactOperations(pyfuse3.Operations):
 
     @translated
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        listing = self._kernel_listing(self.core.readdir(fh))
+        offset = start_id
+        try:
+            while offset < len(listing):
+                name, entry = listing[offset]
+                if not pyfuse3.readdir_reply(token, name, entry, offset + 1):
+                    break
+                offset += 1
+        finally:
+            self.core.remember_listed(fh, start_id, offset)
+
+    def _kernel_listing(self, entries: tuple[DirEntry, ...]) -> KernelListing:
+        """``entries`` in the kernel's form, made once per listing: the core hands out the same
+        tuple while a directory is unchanged, so a warm ``ls -l`` only replays them."""
+        made = self._listings.get(id(entries))
+        if made is not None and made[0] is entries:
+            self._listings.move_to_end(id(entries))
+            return made[1]
         encoding, errors = FS_ENCODING
-        for offset, item in enumerate(self.core.readdir(fh, start_id), start_id + 1):
-            if not pyfuse3.readdir_reply(token, item.name.encode(encoding, errors), self.entry(item.attributes), offset):
-                return
-            self.core.remember(item.attributes.inode)
+        listing = [(item.name.encode(encoding, errors), self.entry(item.attributes)) for item in entries]
+        self._listings[id(entries)] = (entries, listing)
+        while len(self._listings) > LISTINGS_KEPT:
+            self._listings.popitem(last=False)
+        return listing
 
     async def releasedir(self, fh: int) -> None:
         self.core.releasedir(fh)

@@ -54,7 +54,7 @@ class Node:
 
     __slots__ = ("inode", "name", "entry", "provider", "parent", "owner", "children", "build",
                  "listed_at", "lookups", "attached", "listed", "served_fingerprint", "_lock", "_sorted",
-                 "attributes")
+                 "attributes", "dir_entries")
 
     def __init__(self, inode: int, name: str, entry: Entry, provider: Provider | None,
                  parent: Node | None) -> None:
@@ -70,6 +70,7 @@ class Node:
         self._lock: trio.Lock | None = None
         self._sorted: tuple[dict[str, Node], int, list[Node]] | None = None
         self.attributes: tuple | None = None  # the core's, made from ``entry``: (entry, stamp, attributes)
+        self.dir_entries: tuple | None = None  # the core's, made from the children: (children, stamp, entries)
 
     @property
     def is_dir(self) -> bool:

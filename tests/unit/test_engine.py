@@ -84,6 +84,25 @@ async def read_all(core: Core, path: str, step: int = 128 << 10) -> bytes:
 FILE = f"sigmic/{TASK}/{PATH}"
 
 
+async def test_a_directory_opened_again_hands_out_the_same_entries_until_its_listing_changes(
+        tmp_path: Path) -> None:
+    world, _ = world_with(BLOCK)
+    async with running(world, tmp_path) as (core, _):
+        directory = (await core.node_at(FILE.rpartition("/")[0])).inode
+        first = await core.opendir(directory)
+        entries = core.readdir(first)
+        assert [item.name for item in entries] == ["file.bin"]
+        assert core.readdir(await core.opendir(directory)) is entries  # a warm ls -l makes nothing again
+        core.remember_listed(first, 0, len(entries))
+        assert core.forget(entries[0].attributes.inode, 1) and not core.ns.nodes[entries[0].attributes.inode].lookups
+
+        world.put_sigmic_file(TASK, "data/more.bin", PatternBlob(10, 1))
+        later = core.ns.clock() + 3600
+        core.ns.clock = lambda: later  # the listing's TTL ran out
+        assert [item.name for item in core.readdir(await core.opendir(directory))] == ["file.bin", "more.bin"]
+        assert core.readdir(first) is entries  # an open handle keeps its snapshot
+
+
 async def test_a_cut_body_resumes_where_it_stopped(tmp_path: Path) -> None:
     world, blob = world_with(3 * MIB + 77)
     transport = ByteTransport(InProcessOrigin(world), failures={1: Failure("cut", after=300_000)})
