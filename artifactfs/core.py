@@ -28,6 +28,7 @@ from .model import Kind
 from .namespace import Invalidator, Namespace, Node
 from .providers import make_provider
 from .providers.base import Provider
+from .workers import workers
 
 log = logging.getLogger("artifactfs.core")
 
@@ -35,6 +36,7 @@ T = TypeVar("T")
 XATTR_PREFIX = "user.artifactfs."
 MAX_LINKS = 40
 SETTLE_SECONDS = 2.0
+WARM_WORKERS = 4  # threads waiting for the first reads of a fresh mount
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 
 
@@ -96,7 +98,7 @@ class LocalFile:
         self._fd = fd
 
     async def read(self, offset: int, size: int) -> bytes:
-        return await trio.to_thread.run_sync(os.pread, self._fd, size, offset)
+        return await workers().run(os.pread, self._fd, size, offset)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -168,6 +170,7 @@ class Core:
         try:
             async with trio.open_nursery() as nursery:
                 core = cls(config, nursery, cache, providers)
+                workers().warm(WARM_WORKERS)
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 try:
                     yield core

@@ -36,6 +36,7 @@ from .blockcache import BlockCache, content_hash
 from .buffers import BufferPool
 from .errors import FsError, RemoteError
 from .model import Source
+from .workers import workers
 
 if TYPE_CHECKING:
     from .providers.base import Provider
@@ -188,7 +189,7 @@ class Engine:
                               source=self._sources.get(cid))
             self._contents[cid] = content
             if self.cache.may_hold(content.hash):
-                on_disk, total = await trio.to_thread.run_sync(self.cache.snapshot, content.hash)
+                on_disk, total = await workers().run(self.cache.snapshot, content.hash)
                 content.on_disk |= on_disk
                 if content.total is None and total is not None:
                     self._learned_total(content, total)
@@ -393,8 +394,7 @@ class Engine:
         """Blocks from the disk cache; a missing or damaged one is fetched instead."""
         missing: list[int] = []
         try:
-            views = await trio.to_thread.run_sync(self.cache.load, content.hash, start, end - start,
-                                                  abandon_on_cancel=True)
+            views = await workers().run(self.cache.load, content.hash, start, end - start, abandon_on_cancel=True)
             for index, view in zip(range(start, end), views):
                 if view is None:
                     content.on_disk.discard(index)

@@ -24,6 +24,7 @@ import trio
 from .errors import FsError, RemoteError, error_for_status
 from .model import Source
 from .transport import ByteResponse, ByteTransport, TransportError, api_client, default_transport
+from .workers import workers
 
 log = logging.getLogger("artifactfs.http")
 
@@ -245,8 +246,8 @@ class HttpClient:
                 refresh = False
                 where = f"{self.provider}: {url_path(current.url)}"
                 try:
-                    pos, done = await trio.to_thread.run_sync(
-                        self._stream, current, pos, end, sink, limiter=self._threads, abandon_on_cancel=True)
+                    async with self._threads:
+                        pos, done = await workers().run(self._stream, current, pos, end, sink, abandon_on_cancel=True)
                     if done:
                         return
                     failures = 0
