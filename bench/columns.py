@@ -14,6 +14,7 @@ HTTPDIRFS_NO_CACHE = "httpdirfs no-cache"
 API = "API alone"
 AFS_FSSPEC = "artifactfs-fsspec"
 FSSPEC_HTTP = "fsspec http"
+FSSPEC_BARE = "bare trio fsspec"
 
 RCLONES = (RCLONE_FULL, RCLONE_OFF)
 ANCHORS = (*RCLONES, HTTPDIRFS_CACHE, HTTPDIRFS_NO_CACHE)

@@ -16,6 +16,7 @@ import os
 import resource
 import sys
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .cases import CASES_BY_KEY, Figures, FsView, Settings
 from .dataset import Dataset
@@ -25,14 +26,21 @@ from .measure import CaseError, CaseStopped, CaseTimeout, Deadline
 def fsspec_problem(protocol: str) -> str | None:
     """Why ``fsspec.filesystem(protocol)`` cannot work here, or None."""
     try:
-        import fsspec
-
-        fsspec.get_filesystem_class(protocol)
+        _fsspec().get_filesystem_class(protocol)
     except ImportError as exc:
         return f"{exc.name or exc} is not installed"
     except ValueError:
         return f"fsspec has no protocol {protocol}"
     return None
+
+
+def _fsspec() -> Any:
+    """fsspec, with the bare floor's protocol registered."""
+    import fsspec
+
+    from . import barefsspec  # noqa: F401 - registers it
+
+    return fsspec
 
 
 @dataclass
@@ -68,10 +76,8 @@ def own_cpu() -> float:
 
 
 def run(args: argparse.Namespace) -> Outcome:
-    import fsspec
-
     prefixes: dict[str, str] = json.loads(args.prefixes)
-    fs = fsspec.filesystem(args.protocol, skip_instance_cache=True, **json.loads(args.options))
+    fs = _fsspec().filesystem(args.protocol, skip_instance_cache=True, **json.loads(args.options))
     view = FsView(fs, lambda item: prefixes[item.part] + item.name, own_cpu)
     settings = Settings(**json.loads(args.settings))
     try:

@@ -323,16 +323,18 @@ class HttpDirFS(MountSystem):
 
 class Fsspec(System):
     """An fsspec file system used from one Python process per case: artifactfs's own
-    (``artifactfs`` protocol, a fresh cache dir) or fsspec's ``http`` on nginx."""
+    (``artifactfs`` protocol, a fresh cache dir), fsspec's ``http`` on nginx, or the bare
+    floor of artifactfs's design (``baretrio``, random and parallel reads only)."""
 
     daemon = True
-    cases = frozenset({"seq", "random", "parallel"})
+    NAMES = {"artifactfs": columns.AFS_FSSPEC, "http": columns.FSSPEC_HTTP, "baretrio": columns.FSSPEC_BARE}
 
     def __init__(self, env: Env, protocol: str) -> None:
         super().__init__(env)
         self.protocol = protocol
-        self.name = columns.AFS_FSSPEC if protocol == "artifactfs" else columns.FSSPEC_HTTP
+        self.name = self.NAMES[protocol]
         self.slug = f"fsspec-{protocol}"
+        self.cases = frozenset({"random", "parallel"} if protocol == "baretrio" else {"seq", "random", "parallel"})
 
     def problem(self) -> str | None:
         return fsspec_problem(self.protocol)
@@ -363,5 +365,5 @@ def all_systems(env: Env) -> list[System]:
         Curl(env), LocalDisk(env), ArtifactFS(env), ArtifactFSNoXattrs(env),
         BareFuse(env, "enoattr"), BareFuse(env, "enosys"),
         Rclone(env, "full"), Rclone(env, "off"), HttpDirFS(env, cache=True), HttpDirFS(env, cache=False),
-        ApiAlone(env), Fsspec(env, "artifactfs"), Fsspec(env, "http"),
+        ApiAlone(env), Fsspec(env, "artifactfs"), Fsspec(env, "http"), Fsspec(env, "baretrio"),
     ]
