@@ -32,11 +32,12 @@ class _Job:
         self.token = trio.lowlevel.current_trio_token()
         self.abandoned = False  # the task was cancelled and went on without the result
 
-    def run(self) -> None:
-        """Worker thread: run the job, unless its task already gave up, and send the outcome back."""
-        if self.abandoned:
-            return
-        result = outcome.capture(self.fn, *self.args)
+    def run(self) -> outcome.Outcome | None:
+        """Worker thread: the job's outcome, or None if its task already gave up."""
+        return None if self.abandoned else outcome.capture(self.fn, *self.args)
+
+    def deliver(self, result: outcome.Outcome) -> None:
+        """Worker thread: send the outcome to the task (never waiting for the trio thread)."""
         try:
             self.token.run_sync_soon(self._resume, result)
         except trio.RunFinishedError:
@@ -89,9 +90,12 @@ class Workers:
 
     def _serve(self) -> None:
         while True:
-            self._jobs.get().run()
-            with self._lock:
+            job = self._jobs.get()
+            result = job.run()
+            with self._lock:  # idle before the task resumes: its next job finds this thread
                 self._idle += 1
+            if result is not None:
+                job.deliver(result)
 
 
 _workers: Workers | None = None
