@@ -26,6 +26,7 @@ import pyfuse3
 import trio
 import urllib3
 
+from .bodyget import get_into
 from .dataset import PARTS, Dataset
 
 MIN_TASKS = 4
@@ -113,19 +114,11 @@ class BareFS(pyfuse3.Operations):
 
     def fetch(self, url: str, off: int, size: int) -> memoryview:
         """One ranged GET read straight into a buffer; any failure is EIO."""
-        buf = memoryview(bytearray(size))
-        got = 0
         try:
-            response = self.pool.request("GET", url, headers={"Range": f"bytes={off}-{off + size - 1}"},
-                                         preload_content=False)
-            try:
-                while got < size and (n := response.readinto(buf[got:])):
-                    got += n
-            finally:
-                response.release_conn()
-        except urllib3.exceptions.HTTPError:
+            status, buf = get_into(self.pool, url, off, size)
+        except (urllib3.exceptions.HTTPError, OSError):
             raise pyfuse3.FUSEError(errno.EIO) from None
-        if response.status != 206 or got != size:
+        if status != 206:
             raise pyfuse3.FUSEError(errno.EIO)
         return buf
 

@@ -18,6 +18,8 @@ import trio
 import urllib3
 from fsspec.spec import AbstractFileSystem
 
+from .bodyget import get_into
+
 PROTOCOL = "baretrio"
 
 
@@ -49,18 +51,10 @@ class BareTrioFileSystem(AbstractFileSystem):
         return await trio.to_thread.run_sync(self._get, url, start, end)
 
     def _get(self, url: str, start: int | None, end: int | None) -> memoryview:
-        """One GET (ranged if asked), its body read into one buffer of Content-Length."""
-        headers = {} if start is None else {"Range": f"bytes={start}-{'' if end is None else end - 1}"}
-        response = self._pool.request("GET", url, headers=headers, preload_content=False)
-        try:
-            buf = memoryview(bytearray(int(response.headers["content-length"])))
-            got = 0
-            while got < len(buf) and (n := response.readinto(buf[got:])):
-                got += n
-        finally:
-            response.release_conn()
-        if response.status not in (200, 206) or got != len(buf):
-            raise OSError(f"{url}: HTTP {response.status}, {got} of {len(buf)} bytes")
+        """One GET (ranged if asked), its body read into one buffer."""
+        status, buf = get_into(self._pool, url, start, None if start is None or end is None else end - start)
+        if status not in (200, 206):
+            raise OSError(f"{url}: HTTP {status}")
         return buf
 
 
