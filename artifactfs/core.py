@@ -76,6 +76,7 @@ class DirEntry(NamedTuple):
 
 NO_DIR: tuple[list[Node], tuple[DirEntry, ...]] = ([], ())  # a directory handle not (or no longer) open
 
+
 @dataclass(frozen=True)
 class Opened:
     """An open file: its handle, and how a page cache may treat it."""
