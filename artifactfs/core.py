@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Protocol, TypeVar
 
 import trio
+from outcome import Outcome
 
 from .blockcache import BlockCache
 from .config import Config
-from .engine import BLOCK_SIZE, Engine, Handle
+from .engine import BLOCK_SIZE, Claim, Engine, Handle
 from .errors import AccessDenied, FsError, Invalid, IsADirectory, NotADirectory, NotFound, ReadOnly, RemoteError
 from .model import Kind
 from .namespace import Invalidator, Namespace, Node
@@ -109,13 +110,13 @@ class RemoteFile:
     """A remote file read through the engine."""
 
     def __init__(self, engine: Engine, handle: Handle) -> None:
-        self._engine, self._handle = engine, handle
+        self._engine, self.handle = engine, handle
 
     async def read(self, offset: int, size: int) -> Any:
-        return await self._engine.read(self._handle, offset, size)
+        return await self._engine.read(self.handle, offset, size)
 
     def close(self) -> None:
-        self._engine.release(self._handle)
+        self._engine.release(self.handle)
 
 
 def boundary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -324,6 +325,22 @@ class Core:
         except KeyError:
             raise FsError(f"file handle {fh} is not open") from None
         return await handle.read(offset, size)
+
+    @boundary
+    async def read_here(self, fh: int, offset: int, size: int) -> Any:
+        """``read`` for a caller with a thread to lend (fsspec): the bytes, or a ``Claim`` on
+        the blocks missing, for the caller to fetch itself (``Claim.fetch``, with
+        ``finish_claim`` as the way back here)."""
+        handle = self._files.get(fh, (None, None))[0]
+        if isinstance(handle, RemoteFile):
+            got = await self.engine.claim(handle.handle, offset, size)
+            if got is not None:
+                return got
+        return await self.read(fh, offset, size)
+
+    @boundary
+    async def finish_claim(self, claim: Claim, tried: Outcome[tuple[int, bool]]) -> None:
+        await self.engine.finish(claim, tried)
 
     def release(self, fh: int) -> None:
         handle, node = self._files.pop(fh, (None, None))

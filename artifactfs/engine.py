@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple
 
+import outcome
 import trio
+from outcome import Outcome
 
 from . import archive
 from .blockcache import BlockCache, content_hash
@@ -156,6 +158,43 @@ class Window:
             self.bytes -= len(dropped)
 
 
+class _Reply:
+    """A read's bytes gathered block by block: one slice of a fetch's buffer where they lie
+    within one fetch, else the pieces joined."""
+
+    def __init__(self, offset: int, size: int) -> None:
+        self.offset, self.end = offset, offset + size
+        self.parts: list[Span] = []
+        self.length = 0
+
+    @classmethod
+    def of(cls, offset: int, size: int, spans: dict[int, Span]) -> memoryview | bytes:
+        reply = cls(offset, size)
+        for index in sorted(spans):
+            if not reply.add(index, spans[index]):
+                break
+        return reply.data()
+
+    def add(self, index: int, span: Span) -> bool:
+        """Take block ``index``'s share of the read; False once the file ended."""
+        base = index * BLOCK_SIZE
+        lo, hi = max(self.offset, base) - base, min(self.end - base, len(span))
+        if hi > lo:
+            piece = Span(span.base, span.start + lo, span.start + hi)
+            parts = self.parts
+            if parts and parts[-1].base is piece.base and parts[-1].end == piece.start:
+                parts[-1] = Span(piece.base, parts[-1].start, piece.end)
+            else:
+                parts.append(piece)
+            self.length += hi - lo
+        return len(span) >= BLOCK_SIZE and hi >= lo
+
+    def data(self) -> memoryview | bytes:
+        if len(self.parts) == 1:
+            return self.parts[0].base[self.parts[0].start:self.parts[0].end]
+        return b"".join(p.base[p.start:p.end] for p in self.parts)
+
+
 class Engine:
     """Serves reads of every open remote file; fetches run in ``nursery``."""
 
@@ -221,24 +260,71 @@ class Engine:
         first, last = offset // BLOCK_SIZE, (offset + size - 1) // BLOCK_SIZE
         self._adapt(handle, offset)
         self._plan(content, first, last, handle.window)
-        end = offset + size
-        parts: list[Span] = []
+        reply = _Reply(offset, size)
         for index in range(first, last + 1):
-            span = await self._block(content, index)
-            base = index * BLOCK_SIZE
-            lo, hi = max(offset, base) - base, min(end - base, len(span))
-            if hi > lo:
-                piece = Span(span.base, span.start + lo, span.start + hi)
-                if parts and parts[-1].base is piece.base and parts[-1].end == piece.start:
-                    parts[-1] = Span(piece.base, parts[-1].start, piece.end)
-                else:
-                    parts.append(piece)
-            if len(span) < BLOCK_SIZE or hi < lo:
+            if not reply.add(index, await self._block(content, index)):
                 break
-        handle.next_offset = offset + sum(len(p) for p in parts)
-        if len(parts) == 1:
-            return parts[0].base[parts[0].start:parts[0].end]
-        return b"".join(p.base[p.start:p.end] for p in parts)
+        handle.next_offset = offset + reply.length
+        return reply.data()
+
+    async def claim(self, handle: Handle, offset: int, size: int) -> memoryview | bytes | Claim | None:
+        """A read for a caller with a thread of its own to lend: the bytes if memory holds them
+        all; a ``Claim`` on the blocks missing, for the caller to fetch in its thread
+        (``Claim.fetch``: no trip to a worker thread and back); None if the read must wait
+        (blocks in flight or on disk, the whole body streaming) or readahead would fetch more
+        with them: ``read`` it. Only a URL not resolved yet is waited for, and only when a
+        block must come from the network. Reads after a seek, and whole small files, are
+        claims; sequential reads go on with readahead."""
+        content = handle.content
+        if size <= 0 or (content.total is not None and offset >= content.total):
+            return EMPTY.base
+        found = self._in_memory(content, offset, size)
+        if found is not None and found[1] and (content.source is None or content.source.expiring(self.clock())):
+            await self._source(content, False)
+            found = self._in_memory(content, offset, size)  # the wait let other reads move on
+        if found is None or content.source is None:
+            return None
+        known, missing = found
+        was = handle.next_offset, handle.window
+        self._adapt(handle, offset)
+        end = offset + size if content.total is None else min(offset + size, content.total)
+        first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
+        limit = content.blocks()
+        if limit is None and content.claimed is not None:
+            limit = -(-content.claimed // BLOCK_SIZE)  # what readahead would stop at too
+        if missing and handle.window and (limit is None or last + 1 < limit):
+            handle.next_offset, handle.window = was  # readahead too: one request for both, by ``read``
+            return None
+        handle.next_offset = end
+        for _ in known:
+            self.cache.count(hit=True)
+        if not missing:
+            self._plan(content, first, last, handle.window)
+            return _Reply.of(offset, size, known)
+        mine, _ = self._register(content, missing[0], missing[-1] + 1, from_disk=False, readahead=False)
+        claim = Claim(self, content, content.source, missing[0], missing[-1] + 1, mine, _Reply(offset, size), known)
+        self._plan(content, first, last, handle.window)
+        return claim
+
+    def _in_memory(self, content: Content, offset: int, size: int) -> tuple[dict[int, Span], list[int]] | None:
+        """The blocks of a read that memory holds, and the rest if they are one run that nobody
+        fetches or loads; None if some are on their way or on disk (or a whole body streams)."""
+        if content.streams:
+            return None
+        end = offset + size if content.total is None else min(offset + size, content.total)
+        known: dict[int, Span] = {}
+        missing: list[int] = []
+        for index in range(offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE + 1):
+            span = self.window.get((content.hash, index))
+            if span is not None:
+                known[index] = span
+            elif index in content.pending or index in content.on_disk:
+                return None
+            else:
+                missing.append(index)
+        if missing and missing[-1] - missing[0] + 1 != len(missing):
+            return None  # not one run: a request each is for the worker threads
+        return known, missing
 
     def _adapt(self, handle: Handle, offset: int) -> None:
         """The handle's readahead window: a small one at the start, doubled on sequential reads,
@@ -295,6 +381,14 @@ class Engine:
             await self._quiet.wait()
 
     def _start(self, content: Content, start: int, end: int, from_disk: bool, *, readahead: bool) -> None:
+        mine, held = self._register(content, start, end, from_disk=from_disk, readahead=readahead)
+        job = self._load if from_disk else self._fetch
+        self.nursery.start_soon(job, content, start, end, mine, held)
+
+    def _register(self, content: Content, start: int, end: int, *, from_disk: bool,
+                  readahead: bool) -> tuple[dict[int, _Pending], int]:
+        """Blocks ``[start, end)`` are on their way: readers wait for them, ``settled`` too.
+        Their waiters (``mine``), and the readahead bytes they hold."""
         for _ in range(start, end):
             self.cache.count(hit=from_disk)
         mine = {index: _Pending() for index in range(start, end)}
@@ -303,8 +397,7 @@ class Engine:
         self.readahead_pending += held
         self._working += 1
         self._quiet = trio.Event() if self._quiet.is_set() else self._quiet
-        job = self._load if from_disk else self._fetch
-        self.nursery.start_soon(job, content, start, end, mine, held)
+        return mine, held
 
     async def _block(self, content: Content, index: int) -> Span:
         """Block ``index`` (shorter at the end of the file; empty past it). A reader waits a
@@ -410,13 +503,15 @@ class Engine:
 
     # ---- fetches ---------------------------------------------------------------------------------
 
-    async def _fetch(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int) -> None:
-        """Fetch blocks ``[start, end)`` (the HTTP layer retries, resumes and re-resolves)."""
+    async def _fetch(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int, *,
+                     sink: _BlockSink | None = None, tried: Outcome[tuple[int, bool]] | None = None) -> FsError | None:
+        """Fetch blocks ``[start, end)`` (the HTTP layer retries, resumes and re-resolves); the
+        error its waiters got, if it failed. A claim's fetch goes on from its caller's attempt."""
         error: FsError | None = None
-        sink = _BlockSink(self, content, start, end, trio.lowlevel.current_trio_token())
+        sink = sink or _BlockSink(self, content, start, end, trio.lowlevel.current_trio_token())
         try:
             await content.provider.http.fetch(lambda refresh: self._source(content, refresh),
-                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink)
+                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink, tried=tried)
         except FsError as exc:
             error = exc
             log.debug("%s: fetch of blocks %d-%d failed: %s", content.id.provider, start, end - 1, exc)
@@ -424,9 +519,24 @@ class Engine:
             log.exception("%s: unexpected error while fetching", content.id.provider)
             error = RemoteError(f"{content.id.provider}: {type(exc).__name__}")
         finally:
-            sink.closed = True
-            self._count_stream(sink, -1)
-            self._settle(content, mine, error, held)
+            self._fetched(sink, mine, error, held)
+        return error
+
+    def _fetched(self, sink: _BlockSink, mine: dict[int, _Pending], error: FsError | None, held: int) -> None:
+        """A fetch is over: the blocks its sink kept arrive, it takes nothing more, and its
+        waiters still waiting get ``error``."""
+        for index, span in sink.kept.items():
+            self._arrived(sink.content, index, span)
+        sink.closed = True
+        self._count_stream(sink, -1)
+        self._settle(sink.content, mine, error, held)
+
+    async def finish(self, claim: Claim, tried: Outcome[tuple[int, bool]]) -> None:
+        """The rest of a claim whose caller's attempt did not get every block (retries, new
+        URLs); raises the error its blocks' waiters got."""
+        error = await self._fetch(claim.content, claim.start, claim.end, claim.mine, 0, sink=claim.sink, tried=tried)
+        if error is not None:
+            raise error
 
     @staticmethod
     def _fetch_end(content: Content, end: int) -> int:
@@ -489,9 +599,11 @@ class _BlockSink:
     waits rather than drops, so the file is not sent again."""
 
     def __init__(self, engine: Engine, content: Content, start: int, end: int,
-                 token: trio.lowlevel.TrioToken) -> None:
+                 token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
         self.engine, self.content, self.token = engine, content, token
-        self.wanted_end = end * BLOCK_SIZE
+        self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's caller takes them)
+        self.keep = keep
+        self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
         self.total: int | None = content.total
         self.ranged = True
         self.pos = start * BLOCK_SIZE  # the next byte to arrive
@@ -502,7 +614,8 @@ class _BlockSink:
         self.closed = False  # set on the trio thread when the fetch is over
         self.counted = False  # trio thread: counted as a whole-body stream
 
-    def _report(self, func: Callable[..., None], *args: Any) -> None:
+    def report(self, func: Callable[..., None], *args: Any) -> None:
+        """``func(*args)`` on the trio thread, unless this fetch is over (never waiting)."""
         if self.closed:
             return
         try:
@@ -521,12 +634,12 @@ class _BlockSink:
                 raise RemoteError(f"{self.content.id.provider}: an answer starting at byte {first}")
             self.pos, self.segment = first, None
         if not ranged:
-            self._report(self.engine._count_stream, self, 1)
+            self.report(self.engine._count_stream, self, 1)
 
     def _learned(self, total: int) -> None:
         if total != self.total:
             self.total = total
-            self._report(self.engine._learned_total, self.content, total)
+            self.report(self.engine._learned_total, self.content, total)
             self.engine.cache.learned_total(self.content.hash, total)
 
     def _stop(self) -> int:
@@ -561,7 +674,10 @@ class _BlockSink:
         # Queued for the disk before it counts as arrived (and as on disk): a reader that then
         # loads it back finds it written, or a hole if the queue dropped it, never half written.
         self.engine.cache.store(self.content.hash, index, span.base[span.start:span.end], wait=not self.ranged)
-        self._report(self.engine._arrived, self.content, index, span)
+        if self.keep and self.wanted_start <= start < self.wanted_end:
+            self.kept[index] = span  # arrives with the fetch's end: one trip to the trio thread
+        else:
+            self.report(self.engine._arrived, self.content, index, span)
 
     def eof(self, pos: int) -> None:
         self._learned(pos)  # first: a reader given the last bytes must find the size known
@@ -569,7 +685,46 @@ class _BlockSink:
         if pos > block_start and self.segment is not None and block_start >= self.segment_start:
             self._deliver(block_start, pos)
         if not self.ranged:
-            self._report(self.engine._count_stream, self, -1)
+            self.report(self.engine._count_stream, self, -1)
+
+
+class Claim:
+    """Blocks ``[start, end)`` that a blocking caller (fsspec) fetches in its own thread: it
+    gets its bytes without a trip to a worker thread and back, and the trio thread learns of
+    them as of any fetch (arrivals, the disk queue). Made on the trio thread by
+    ``Engine.claim``; ``fetch`` runs in the caller's thread, once."""
+
+    def __init__(self, engine: Engine, content: Content, source: Source, start: int, end: int,
+                 mine: dict[int, _Pending], reply: _Reply, known: dict[int, Span]) -> None:
+        self.engine, self.content, self.source = engine, content, source
+        self.start, self.end, self.mine = start, end, mine
+        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
+        self.reply, self.known = reply, known
+
+    def fetch(self, finish: Callable[[Outcome[tuple[int, bool]]], None]) -> memoryview | bytes:
+        """Caller's thread: one request for the blocks, then the read's bytes. Anything short of
+        all of them goes to ``finish(how the attempt ended)``, which runs ``Engine.finish`` on
+        the trio thread (the HTTP layer's retries) and raises its error."""
+        sink = self.sink
+        tried = outcome.capture(self.content.provider.http.attempt, self.source, self.start * BLOCK_SIZE,
+                                Engine._fetch_end(self.content, self.end), sink)
+        if isinstance(tried, outcome.Error) and not isinstance(tried.error, Exception):
+            sink.report(self.engine._fetched, sink, self.mine, RemoteError("the reader stopped"), 0)
+            tried.unwrap()
+        if isinstance(tried, outcome.Value) and tried.value[1]:
+            sink.report(self.engine._fetched, sink, self.mine, None, 0)
+        else:
+            finish(tried)
+        spans = {**self.known, **sink.kept}
+        for index in range(self.reply.offset // BLOCK_SIZE, (self.reply.end - 1) // BLOCK_SIZE + 1):
+            span = spans.get(index)
+            if span is None and sink.total is not None and index * BLOCK_SIZE >= sink.total:
+                break  # the file ends before the read did
+            if span is None:
+                raise RemoteError(f"{self.content.id.provider}: block {index} never arrived")
+            if not self.reply.add(index, span):
+                break
+        return self.reply.data()
 
 
 class ThreadReader(io.RawIOBase):

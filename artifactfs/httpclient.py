@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import trio
+from outcome import Outcome
 
 from .errors import FsError, RemoteError, error_for_status
 from .model import Source
@@ -227,7 +228,7 @@ class HttpClient:
     # ---- bytes -------------------------------------------------------------------------------
 
     async def fetch(self, source: SourceFn, start: int, end: int | None, sink: Sink, *,
-                    deadline: float | None = None) -> None:
+                    deadline: float | None = None, tried: Outcome[tuple[int, bool]] | None = None) -> None:
         """Stream bytes ``[start, end)`` (to the end of the file if ``end`` is None) into ``sink``.
 
         Transient failures (connection errors, 408/429/5xx, a body cut short, a 206 that is not
@@ -235,7 +236,8 @@ class HttpClient:
         attempt that made progress resets the count. A refused signed URL is resolved again
         (``source(True)``), at most ``MAX_RESOLVES`` times. A 206 shorter than asked (servers
         may cap ranges) is followed by a request for the rest. Everything is bounded by one
-        deadline (default: the client's).
+        deadline (default: the client's). ``tried`` is how a first ``attempt`` already made
+        (in a blocking caller's own thread) ended: it counts as this fetch's first.
         """
         where, reason = self.provider, "no answer"
         pos, failures, resolves, refresh = start, 0, 0, False
@@ -246,8 +248,13 @@ class HttpClient:
                 refresh = False
                 where = f"{self.provider}: {url_path(current.url)}"
                 try:
-                    async with self._threads:
-                        pos, done = await workers().run(self._stream, current, pos, end, sink, abandon_on_cancel=True)
+                    if tried is not None:
+                        first, tried = tried, None
+                        pos, done = first.unwrap()
+                    else:
+                        async with self._threads:
+                            pos, done = await workers().run(self.attempt, current, pos, end, sink,
+                                                            abandon_on_cancel=True)
                     if done:
                         return
                     failures = 0
@@ -283,8 +290,10 @@ class HttpClient:
                        if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
         raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
 
-    def _stream(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
-        """Worker thread: one request for ``[pos, end)``; returns (next position, finished)."""
+    def attempt(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
+        """One request for ``[pos, end)``, blocking (a worker thread, or a blocking caller's
+        own): (next position, finished). A failure worth another attempt raises ``_Retry`` or
+        ``_Refused``, for ``fetch`` to handle."""
         headers = {**dict(source.headers), "Range": f"bytes={pos}-{'' if end is None else end - 1}",
                    "Accept-Encoding": "identity"}
         resp, url = self._open(source, headers, pos)

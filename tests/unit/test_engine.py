@@ -2,8 +2,9 @@
 
 Each scenario runs in milliseconds: resume after a cut, re-resolve on expiry, single-flight,
 readahead growth, eviction during reads, unknown sizes, capped ranges, whole bodies of a known
-size, a failing cache disk, damaged blocks. A hypothesis test reads random ranges with
-concurrent readers and random failures, and compares every byte with the source.
+size, a failing cache disk, damaged blocks, claims fetched in a caller's thread. A hypothesis
+test reads random ranges with concurrent readers (async ones, and blocking ones fetching their
+claims) and random failures, and compares every byte with the source.
 """
 
 from __future__ import annotations
@@ -81,6 +82,16 @@ async def read_all(core: Core, path: str, step: int = 128 << 10) -> bytes:
     return bytes(out)
 
 
+async def read_lent(core: Core, fh: int, offset: int, size: int) -> bytes:
+    """A read as a blocking front end (fsspec) makes it: a claim is fetched in a thread of its own."""
+    got = await core.read_here(fh, offset, size)
+    if isinstance(got, engine.Claim):
+        claim = got
+        got = await trio.to_thread.run_sync(
+            claim.fetch, lambda tried: trio.from_thread.run(core.finish_claim, claim, tried))
+    return bytes(got)
+
+
 FILE = f"sigmic/{TASK}/{PATH}"
 
 
@@ -101,6 +112,73 @@ async def test_a_directory_opened_again_hands_out_the_same_entries_until_its_lis
         core.ns.clock = lambda: later  # the listing's TTL ran out
         assert [item.name for item in core.readdir(await core.opendir(directory))] == ["file.bin", "more.bin"]
         assert core.readdir(first) is entries  # an open handle keeps its snapshot
+
+
+async def test_a_claim_is_fetched_by_its_caller_and_its_blocks_serve_the_next_reads(tmp_path: Path) -> None:
+    world, blob = world_with(16 * BLOCK + 10)
+    async with running(world, tmp_path) as (core, transport):
+        opened = await core.open_path(FILE)
+        at = 12 * BLOCK + 5  # a seek: no readahead
+        claim = await core.read_here(opened.fh, at, BLOCK)
+        assert isinstance(claim, engine.Claim) and (claim.start, claim.end) == (12, 14)
+        waited: list[bytes] = []
+
+        async def waiter() -> None:  # the claimed blocks are in flight: another reader waits for them
+            waited.append(await read_lent(core, opened.fh, at, 10))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.sleep(0.01)
+            assert not waited
+            assert bytes(await trio.to_thread.run_sync(claim.fetch, None)) == blob.read(at, BLOCK)
+        assert waited == [blob.read(at, 10)]
+        again = await core.read_here(opened.fh, 12 * BLOCK, 2 * BLOCK)  # in memory (and readahead starts)
+        assert not isinstance(again, engine.Claim) and bytes(again) == blob.read(12 * BLOCK, 2 * BLOCK)
+        assert await read_lent(core, opened.fh, 16 * BLOCK, 100) == blob.read(16 * BLOCK, 10)  # the end
+        core.release(opened.fh)
+        await core.engine.settled()
+        assert not core.engine._working
+        assert transport.ranges("/download") == [f"bytes={12 * BLOCK}-{14 * BLOCK - 1}",
+                                                 f"bytes={14 * BLOCK}-{16 * BLOCK + 9}"]
+        whole = await core.open_path(FILE)  # a sequential reader reads with readahead, not claims
+        assert await core.read_here(whole.fh, 0, BLOCK) is not None
+        assert not isinstance(await core.read_here(whole.fh, BLOCK, BLOCK), engine.Claim)
+        core.release(whole.fh)
+
+
+async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_path: Path) -> None:
+    world = Emulator()
+    blob = PatternBlob(8 * MIB, 9)
+    world.put_gumloop_artifact("agent_x", "big.bin", blob)
+    failures = {1: Failure("cut", after=100_000), 2: Failure("status", status=403)}
+    transport = ByteTransport(InProcessOrigin(world), failures=failures)
+    async with running(world, tmp_path, transport) as (core, bytes_):
+        opened = await core.open_path("gumloop/agent_x/latest/big.bin")
+        at = 6 * MIB  # a seek: the claim is this one block
+        assert await read_lent(core, opened.fh, at + 5, 1000) == blob.read(at + 5, 1000)
+        core.release(opened.fh)
+    assert [rng for _, rng in bytes_.calls] == [f"bytes={at}-{at + BLOCK - 1}",
+                                                f"bytes={at + 100_000}-{at + BLOCK - 1}",
+                                                f"bytes={at + 100_000}-{at + BLOCK - 1}"]
+    downloads = [entry for entry in transport.origin.log.entries() if entry["path"].endswith("/download")]
+    assert len(downloads) == 1  # a new URL after the refusal
+
+
+async def test_a_claim_on_a_server_ignoring_range_keeps_only_its_blocks(tmp_path: Path) -> None:
+    world = Emulator()
+    data = PatternBlob(12 * BLOCK + 99, 4).read_all()
+    world.put_plangrep_job("job_unsized", "completed", {"out/a.bin": data})  # no size, Range ignored
+    async with running(world, tmp_path) as (core, transport):
+        path = "plangrep/job_unsized/out/a.bin"
+        opened = await core.open_path(path)
+        claim = await core.read_here(opened.fh, 10 * BLOCK, 100)
+        assert isinstance(claim, engine.Claim)
+        assert bytes(await trio.to_thread.run_sync(claim.fetch, None)) == data[10 * BLOCK:10 * BLOCK + 100]
+        assert list(claim.sink.kept) == [10]  # the rest arrived as it passed
+        assert await read_lent(core, opened.fh, 12 * BLOCK, 1000) == data[12 * BLOCK:]
+        core.release(opened.fh)
+        assert await read_all(core, path) == data
+        assert len(transport.ranges("/artifact")) == 1
 
 
 async def test_a_cut_body_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -281,7 +359,8 @@ async def test_random_concurrent_reads_with_failures_are_exact(tmp_path_factory:
         handles = [await core.open_path(FILE) for _ in range(4)]
 
         async def reader(n: int, index: int, offset: int, length: int) -> None:
-            got[n] = bytes(await core.read(handles[index].fh, offset, length))
+            fh = handles[index].fh  # handles 2 and 3 read as fsspec does: claims fetched in threads
+            got[n] = await read_lent(core, fh, offset, length) if index >= 2 else bytes(await core.read(fh, offset, length))
 
         async with trio.open_nursery() as nursery:
             for n, (index, offset, length) in enumerate(reads):
