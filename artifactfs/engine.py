@@ -190,8 +190,12 @@ class _Reply:
         return len(span) >= BLOCK_SIZE and hi >= lo
 
     def data(self) -> memoryview | bytes:
+        """The bytes: a fetch's whole object itself where the read is all of it."""
         if len(self.parts) == 1:
-            return self.parts[0].base[self.parts[0].start:self.parts[0].end]
+            part = self.parts[0]
+            if isinstance(part.base.obj, bytes) and part.start == 0 and part.end == len(part.base):
+                return part.base.obj
+            return part.base[part.start:part.end]
         return b"".join(p.base[p.start:p.end] for p in self.parts)
 
 
@@ -603,6 +607,7 @@ class _BlockSink:
         self.engine, self.content, self.token = engine, content, token
         self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's caller takes them)
         self.keep = keep
+        self.take_whole = False  # a claim whose reader wants all of it: its first attempt reads one object
         self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
         self.total: int | None = content.total
         self.ranged = True
@@ -661,6 +666,16 @@ class _BlockSink:
         end = self.first_end if pos < self.first_end else self.segment_end
         return self.segment[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
 
+    def whole(self, pos: int, stop: int) -> bool:
+        """Once, for the range asked from its start: the reader can then have the object itself."""
+        wanted, self.take_whole = self.take_whole and pos == self.wanted_start and stop <= self._stop(), False
+        return wanted
+
+    def took(self, pos: int, data: bytes) -> None:
+        self.segment = self.base = memoryview(data)
+        self.segment_start, self.segment_end = pos, pos + len(data)
+        self.wrote(pos, len(data))
+
     def wrote(self, pos: int, n: int) -> None:
         block_start = self.pos - self.pos % BLOCK_SIZE
         self.pos = pos + n
@@ -699,6 +714,9 @@ class Claim:
         self.engine, self.content, self.source = engine, content, source
         self.start, self.end, self.mine = start, end, mine
         self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
+        size = content.total if content.total is not None else content.claimed  # the listing's, until verified
+        self.sink.take_whole = reply.offset == start * BLOCK_SIZE and reply.end >= min(
+            end * BLOCK_SIZE, end * BLOCK_SIZE if size is None else size)
         self.reply, self.known = reply, known
 
     def fetch(self, finish: Callable[[Outcome[tuple[int, bool]]], None]) -> memoryview | bytes:

@@ -104,6 +104,12 @@ class Sink(Protocol):
     def eof(self, pos: int) -> None:
         """The file ends at ``pos`` (a whole body read to its clean end, or a 416)."""
 
+    def whole(self, pos: int, stop: int) -> bool:
+        """Whether bytes ``[pos, stop)`` go to ``took`` as one object rather than into windows."""
+
+    def took(self, pos: int, data: bytes) -> None:
+        """The bytes from ``pos``, as one object (when ``whole`` said so)."""
+
 
 class _Retry(Exception):
     """This attempt failed but another may work; ``pos`` is where to resume."""
@@ -339,8 +345,18 @@ class HttpClient:
         """Body bytes from ``pos`` until ``stop`` (or the body's end) into the sink: the position
         reached, and how: ``"stopped"`` (the sink wanted no more), else the body's end.
 
-        A body that ends before ``stop`` is cut short: retried from where it ended.
+        A body that ends before ``stop`` is cut short: retried from where it ended (from ``pos``
+        if the sink took the bytes whole: it then gives windows).
         """
+        if stop is not None and pos < stop and sink.whole(pos, stop):
+            try:
+                data = resp.read(stop - pos)
+            except TransportError as exc:
+                raise _Retry(str(exc), pos) from None
+            if len(data) < stop - pos:
+                raise _Retry(f"the body ended {stop - pos - len(data)} bytes short", pos)
+            sink.took(pos, data)
+            return stop, "ended"
         while stop is None or pos < stop:
             view = sink.window(pos)
             if view is None:

@@ -40,6 +40,10 @@ class ByteResponse(Protocol):
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer`` as far as the body goes; 0 at its end; TransportError if it breaks."""
 
+    def read(self, size: int) -> bytes:
+        """The next ``size`` bytes of the body as one new object (fewer only at its end);
+        TransportError if it breaks."""
+
     def finish(self) -> None:
         """Done with it: keep the connection for reuse only if the body was read to its end."""
 
@@ -97,6 +101,14 @@ class _Urllib3Response:
             if self._body is None:
                 return self._resp.readinto(buffer)
             return self._body.readinto(buffer) or 0
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            raise TransportError(f"body broke off ({type(exc).__name__})") from None
+
+    def read(self, size: int) -> bytes:
+        """One object, filled by the socket directly: its pages are first touched while the
+        GIL is released (a copy made afterwards would touch them holding it)."""
+        try:
+            return self._body.read(size) if self._body is not None else self._resp.read(size)
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise TransportError(f"body broke off ({type(exc).__name__})") from None
 

@@ -82,6 +82,13 @@ class _Body:
         self._pos += n
         return n
 
+    def read(self, size: int) -> bytes:
+        buffer = memoryview(bytearray(size))
+        got = 0
+        while got < size and (n := self.readinto(buffer[got:])):
+            got += n
+        return bytes(buffer[:got])
+
     def finish(self) -> None:
         pass
 

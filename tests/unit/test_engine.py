@@ -146,6 +146,26 @@ async def test_a_claim_is_fetched_by_its_caller_and_its_blocks_serve_the_next_re
         core.release(whole.fh)
 
 
+async def test_a_claim_on_a_whole_file_hands_over_the_fetched_object_and_resumes_a_cut(tmp_path: Path) -> None:
+    world, blob = world_with(3 * BLOCK + 10)
+    async with running(world, tmp_path / "clean") as (core, _):
+        opened = await core.open_path(FILE)
+        claim = await core.read_here(opened.fh, 0, 3 * BLOCK + 10)
+        assert isinstance(claim, engine.Claim) and claim.sink.take_whole
+        data = await trio.to_thread.run_sync(claim.fetch, None)
+        assert type(data) is bytes and data == blob.read_all()
+        span = core.engine.window.get((claim.content.hash, 3))
+        assert span is not None and span.base.obj is data  # one object: no copy for the reader
+        core.release(opened.fh)
+    transport = ByteTransport(InProcessOrigin(world), failures={1: Failure("cut", after=BLOCK + 7)})
+    async with running(world, tmp_path / "cut", transport) as (core, bytes_):
+        opened = await core.open_path(FILE)
+        assert await read_lent(core, opened.fh, 0, 3 * BLOCK + 10) == blob.read_all()
+        core.release(opened.fh)
+    # taken whole: again from the start (up to the size the first answer told)
+    assert bytes_.ranges("/download") == [f"bytes=0-{4 * BLOCK - 1}", f"bytes=0-{3 * BLOCK + 9}"]
+
+
 async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_path: Path) -> None:
     world = Emulator()
     blob = PatternBlob(8 * MIB, 9)

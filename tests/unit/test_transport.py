@@ -150,3 +150,10 @@ async def test_a_private_ca_from_the_environment_is_trusted_on_both_paths(
     transport.ssl_context.cache_clear()
     assert await read_api(tls_origin + "/api") == BODY
     assert await trio.to_thread.run_sync(read_bytes, tls_origin + "/bytes") == BODY
+
+
+def test_a_body_read_whole_comes_as_one_object_ending_at_the_body_end(origin: str) -> None:
+    resp = Urllib3Transport().open(origin + "/bytes", {}, timeout=5)
+    assert resp.read(len(BODY) + 100) == BODY
+    assert resp.read(10) == b""
+    resp.finish()
