@@ -112,8 +112,8 @@ class RemoteFile:
     def __init__(self, engine: Engine, handle: Handle) -> None:
         self._engine, self.handle = engine, handle
 
-    async def read(self, offset: int, size: int) -> Any:
-        return await self._engine.read(self.handle, offset, size)
+    async def read(self, offset: int, size: int, *, lend: bool = False) -> Any:
+        return await self._engine.read(self.handle, offset, size, lend=lend)
 
     def close(self) -> None:
         self._engine.release(self.handle)
@@ -333,9 +333,7 @@ class Core:
         ``finish_claim`` as the way back here)."""
         handle = self._files.get(fh, (None, None))[0]
         if isinstance(handle, RemoteFile):
-            got = await self.engine.claim(handle.handle, offset, size)
-            if got is not None:
-                return got
+            return await handle.read(offset, size, lend=True)
         return await self.read(fh, offset, size)
 
     @boundary

@@ -255,9 +255,18 @@ class Engine:
 
     # ---- reads -----------------------------------------------------------------------------------
 
-    async def read(self, handle: Handle, offset: int, size: int) -> memoryview | bytes:
+    async def read(self, handle: Handle, offset: int, size: int, *, lend: bool = False) -> memoryview | bytes | Claim:
         """Exactly ``size`` bytes at ``offset``, fewer only at the end of the file: one slice of
-        a fetch's buffer where the read lies within one fetch, else the pieces joined."""
+        a fetch's buffer where the read lies within one fetch, else the pieces joined.
+
+        A read that can be a ``claim`` is one: with ``lend`` (a caller with a thread of its
+        own) the claim itself is the answer, else a worker thread fetches it; the rest waits
+        for blocks on their way, loads them from disk, or fetches them with readahead."""
+        got = await self.claim(handle, offset, size, whole=lend)
+        if isinstance(got, Claim) and not lend:
+            return await got.fetch_in_worker()
+        if got is not None:
+            return got
         content = handle.content
         if size <= 0 or (content.total is not None and offset >= content.total):
             return EMPTY.base
@@ -271,14 +280,16 @@ class Engine:
         handle.next_offset = offset + reply.length
         return reply.data()
 
-    async def claim(self, handle: Handle, offset: int, size: int) -> memoryview | bytes | Claim | None:
-        """A read for a caller with a thread of its own to lend: the bytes if memory holds them
-        all; a ``Claim`` on the blocks missing, for the caller to fetch in its thread
-        (``Claim.fetch``: no trip to a worker thread and back); None if the read must wait
-        (blocks in flight or on disk, the whole body streaming) or readahead would fetch more
-        with them: ``read`` it. Only a URL not resolved yet is waited for, and only when a
-        block must come from the network. Reads after a seek, and whole small files, are
-        claims; sequential reads go on with readahead."""
+    async def claim(self, handle: Handle, offset: int, size: int, *,
+                    whole: bool = False) -> memoryview | bytes | Claim | None:
+        """A read that needs no waiting for others: the bytes if memory holds them all; a
+        ``Claim`` on the blocks missing (one run nobody fetches or loads yet) for the caller
+        to fetch itself (``Claim.fetch``); None if the read must wait (blocks in flight or on
+        disk, the whole body streaming), or readahead would fetch more than the rest of the
+        file with them. A claim reaches to the end of the file where readahead would, so
+        reads after a seek and small files are claims, and sequential reads of big files go
+        on with readahead. Only a URL not resolved yet is waited for, and only when a block
+        must come from the network. ``whole``: the claim may read its body as one object."""
         content = handle.content
         if size <= 0 or (content.total is not None and offset >= content.total):
             return EMPTY.base
@@ -293,10 +304,8 @@ class Engine:
         self._adapt(handle, offset)
         end = offset + size if content.total is None else min(offset + size, content.total)
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
-        limit = content.blocks()
-        if limit is None and content.claimed is not None:
-            limit = -(-content.claimed // BLOCK_SIZE)  # what readahead would stop at too
-        if missing and handle.window and (limit is None or last + 1 < limit):
+        stop = self._claim_stop(content, last, handle.window) if missing else last + 1
+        if stop is None or (missing and missing[-1] != last):
             handle.next_offset, handle.window = was  # readahead too: one request for both, by ``read``
             return None
         handle.next_offset = end
@@ -305,10 +314,23 @@ class Engine:
         if not missing:
             self._plan(content, first, last, handle.window)
             return _Reply.of(offset, size, known)
-        mine, _ = self._register(content, missing[0], missing[-1] + 1, from_disk=False, readahead=False)
-        claim = Claim(self, content, content.source, missing[0], missing[-1] + 1, mine, _Reply(offset, size), known)
-        self._plan(content, first, last, handle.window)
-        return claim
+        mine, _ = self._register(content, missing[0], stop, from_disk=False, readahead=False)
+        return Claim(self, content, content.source, missing[0], stop, mine, _Reply(offset, size), known, whole=whole)
+
+    def _claim_stop(self, content: Content, last: int, window: int) -> int | None:
+        """Where a claim ending at block ``last`` stops: there, or at the end of the file if
+        readahead would fetch up to it and none of those blocks is under way; None if
+        readahead would fetch beyond."""
+        if not window:
+            return last + 1
+        limit = content.blocks()
+        if limit is None and content.claimed is not None:
+            limit = -(-content.claimed // BLOCK_SIZE)  # where readahead stops too
+        if limit is None or limit > last + 1 + window:
+            return None
+        if any(self._available(content, index) or index in content.on_disk for index in range(last + 1, limit)):
+            return None
+        return max(limit, last + 1)
 
     def _in_memory(self, content: Content, offset: int, size: int) -> tuple[dict[int, Span], list[int]] | None:
         """The blocks of a read that memory holds, and the rest if they are one run that nobody
@@ -710,19 +732,39 @@ class Claim:
     ``Engine.claim``; ``fetch`` runs in the caller's thread, once."""
 
     def __init__(self, engine: Engine, content: Content, source: Source, start: int, end: int,
-                 mine: dict[int, _Pending], reply: _Reply, known: dict[int, Span]) -> None:
+                 mine: dict[int, _Pending], reply: _Reply, known: dict[int, Span], *, whole: bool) -> None:
         self.engine, self.content, self.source = engine, content, source
         self.start, self.end, self.mine = start, end, mine
         self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
         size = content.total if content.total is not None else content.claimed  # the listing's, until verified
-        self.sink.take_whole = reply.offset == start * BLOCK_SIZE and reply.end >= min(
+        self.sink.take_whole = whole and reply.offset == start * BLOCK_SIZE and reply.end >= min(
             end * BLOCK_SIZE, end * BLOCK_SIZE if size is None else size)
         self.reply, self.known = reply, known
+
+    async def fetch_in_worker(self) -> memoryview | bytes:
+        """``fetch`` for a reader on the trio thread (the mount): the request in a worker
+        thread, one trip there and back and no fetch task; the blocks arrive on its return."""
+        token = self.sink.token
+
+        def finish(tried: Outcome[tuple[int, bool]]) -> None:
+            trio.from_thread.run(self.engine.finish, self, tried, trio_token=token)
+
+        complete = await workers().run(self._take, finish)
+        if complete:
+            self.engine._fetched(self.sink, self.mine, None, 0)
+        return self._bytes()
 
     def fetch(self, finish: Callable[[Outcome[tuple[int, bool]]], None]) -> memoryview | bytes:
         """Caller's thread: one request for the blocks, then the read's bytes. Anything short of
         all of them goes to ``finish(how the attempt ended)``, which runs ``Engine.finish`` on
         the trio thread (the HTTP layer's retries) and raises its error."""
+        if self._take(finish):
+            self.sink.report(self.engine._fetched, self.sink, self.mine, None, 0)
+        return self._bytes()
+
+    def _take(self, finish: Callable[[Outcome[tuple[int, bool]]], None]) -> bool:
+        """One request for the blocks: True if it got them all (they have yet to arrive on the
+        trio thread), False once ``finish`` fetched the rest (they arrived with it)."""
         sink = self.sink
         tried = outcome.capture(self.content.provider.http.attempt, self.source, self.start * BLOCK_SIZE,
                                 Engine._fetch_end(self.content, self.end), sink)
@@ -730,13 +772,16 @@ class Claim:
             sink.report(self.engine._fetched, sink, self.mine, RemoteError("the reader stopped"), 0)
             tried.unwrap()
         if isinstance(tried, outcome.Value) and tried.value[1]:
-            sink.report(self.engine._fetched, sink, self.mine, None, 0)
-        else:
-            finish(tried)
-        spans = {**self.known, **sink.kept}
+            return True
+        finish(tried)
+        return False
+
+    def _bytes(self) -> memoryview | bytes:
+        """The read's bytes, from the blocks memory had and the claim's."""
+        spans = {**self.known, **self.sink.kept}
         for index in range(self.reply.offset // BLOCK_SIZE, (self.reply.end - 1) // BLOCK_SIZE + 1):
             span = spans.get(index)
-            if span is None and sink.total is not None and index * BLOCK_SIZE >= sink.total:
+            if span is None and self.sink.total is not None and index * BLOCK_SIZE >= self.sink.total:
                 break  # the file ends before the read did
             if span is None:
                 raise RemoteError(f"{self.content.id.provider}: block {index} never arrived")

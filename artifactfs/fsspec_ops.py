@@ -72,11 +72,11 @@ async def _followed(core: Core, path: str, link: Attributes) -> dict[str, Any]:
 async def open_file(core: Core, path: str) -> tuple[int, int]:
     """A handle on the file at ``path`` and its true size (learned by reading when the provider
     did not give it); the handle is released if that fails."""
-    opened = await core.open_path(path)
+    node = await core.node_at(path)
+    opened = await core.open(node.inode)
     try:
-        attrs, _ = await core.stat_path(path)
         if not opened.direct_io:  # the core knows the size
-            return opened.fh, attrs.size
+            return opened.fh, core.attributes(node).size
         return opened.fh, await _learn_size(core, path, opened.fh)
     except BaseException:
         core.release(opened.fh)
