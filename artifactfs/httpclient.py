@@ -1,7 +1,7 @@
-"""The one HTTP layer: provider API calls (httpx) and byte ranges (urllib3 in worker threads).
+"""The one HTTP layer: provider API calls (httpx) and byte ranges (``transport``, in threads).
 
 Why two clients: httpx is trio-native and right for small JSON, but streams bytes at about a
-tenth of what loopback allows; urllib3's ``readinto`` reaches machine speed (DESIGN.md).
+tenth of what loopback allows; ``http.client``'s ``readinto`` reaches machine speed (DESIGN.md).
 This module is the one owner of retries, backoff, deadlines, errno mapping and token scoping:
 nothing above it retries. Log levels rise with the attempts (INFO, then WARNING); giving up
 raises an ``FsError`` whose message says why, and the layer that answers the reader logs it

@@ -141,8 +141,8 @@ def test_a_hanging_download_gives_eio_within_the_deadline(mount: MountFactory, e
     target.stat()
     emulator.faults("api").set("hang", seconds=60, path_contains="/download")
     # Per FUSE read: attempts time out after 1 s, the second may fail within the deadline.
-    m.expect_log(retry("sigmic", DOWNLOAD, "ReadTimeoutError"), None, least=0, most=KERNEL_READS)
-    m.expect_log(failed("read", "sigmic", DOWNLOAD, rf"gave up after {deadline_for(1):.0f} s \(ReadTimeoutError, at byte 0\)"),
+    m.expect_log(retry("sigmic", DOWNLOAD, "TimeoutError"), None, least=0, most=KERNEL_READS)
+    m.expect_log(failed("read", "sigmic", DOWNLOAD, rf"gave up after {deadline_for(1):.0f} s \(TimeoutError, at byte 0\)"),
                  None, least=1, most=KERNEL_READS)
     started = time.monotonic()
     with pytest.raises(OSError) as info:

@@ -1,4 +1,5 @@
-"""Both HTTP paths (httpx for the API, urllib3 for bytes) honour the same proxy and CA environment.
+"""Both HTTP paths (httpx for the API, http.client/urllib3 for bytes) honour the same proxy and
+CA environment, and the byte path keeps its connections.
 
 Behind a proxy or a private CA, listings that work while every read fails is the worst case:
 here a real forward proxy and a real TLS server on 127.0.0.1 check each path.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import http.client
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +22,7 @@ import trio
 import trustme
 
 from artifactfs import transport
-from artifactfs.transport import TransportError, Urllib3Transport, api_client
+from artifactfs.transport import TransportError, HttpTransport, api_client
 
 BODY = b"artifact bytes\n"
 
@@ -36,6 +38,18 @@ class Origin(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class Counting(Origin):
+    """Records each request's client port (one per connection); ``/then-close`` closes the
+    connection afterwards without saying so, as a server's keep-alive timeout does."""
+
+    peers: list[int] = []
+
+    def do_GET(self) -> None:
+        Counting.peers.append(self.client_address[1])
+        super().do_GET()
+        self.close_connection = self.path == "/then-close"
 
 
 class Proxy(BaseHTTPRequestHandler):
@@ -108,7 +122,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def read_bytes(url: str) -> bytes:
-    resp = Urllib3Transport().open(url, {}, timeout=5)
+    resp = HttpTransport().open(url, {}, timeout=5)
     buffer = memoryview(bytearray(100))
     n = resp.readinto(buffer)
     resp.finish()
@@ -153,7 +167,26 @@ async def test_a_private_ca_from_the_environment_is_trusted_on_both_paths(
 
 
 def test_a_body_read_whole_comes_as_one_object_ending_at_the_body_end(origin: str) -> None:
-    resp = Urllib3Transport().open(origin + "/bytes", {}, timeout=5)
+    resp = HttpTransport().open(origin + "/bytes", {}, timeout=5)
     assert resp.read(len(BODY) + 100) == BODY
     assert resp.read(10) == b""
     resp.finish()
+
+
+def test_connections_are_kept_and_one_the_server_closed_is_replaced_quietly() -> None:
+    Counting.peers = []
+    for base in serve(Counting):
+        byte_transport = HttpTransport()
+
+        def read(path: str) -> bytes:
+            resp = byte_transport.open(base + path, {"Range": "bytes=0-"}, timeout=5)
+            try:
+                return resp.read(100)
+            finally:
+                resp.finish()
+
+        assert read("/a") == read("/then-close") == BODY
+        time.sleep(0.2)  # the server closes the kept connection meanwhile
+        assert read("/b") == BODY
+    first, second, third = Counting.peers
+    assert first == second != third
