@@ -4,7 +4,7 @@
 
 The dataset's tree (``<part>/<name>``) with every name and size known up front, so lookups,
 ``readdir`` and ``getattr`` never wait on the network. Each ``read`` is one ranged GET, read with
-urllib3 ``readinto`` in a worker thread; nothing is cached. Tuned as DESIGN.md measured:
+``readinto`` in a worker thread on artifactfs's byte transport; nothing is cached. Tuned as DESIGN.md measured:
 ``pyfuse3.main(min_tasks=4)`` and the mount's kernel readahead raised to 1 MiB. ``getxattr``
 answers ENOATTR (a file system serving ``user.*`` attributes pays one round trip per name and
 file, as artifactfs does) or, with ``--getxattr enosys``, ENOSYS (the kernel stops asking).
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pyfuse3
 import trio
-import urllib3
+
+from artifactfs.transport import HttpTransport, TransportError
 
 from .bodyget import get_into
 from .dataset import PARTS, Dataset
@@ -66,7 +67,7 @@ class BareFS(pyfuse3.Operations):
         super().__init__()
         self.nodes = nodes
         self.xattr_errno = xattr_errno
-        self.pool = urllib3.PoolManager(maxsize=16, retries=False)
+        self.transport = HttpTransport()
         self.listings = {inode: sorted(node.children.items()) for inode, node in nodes.items() if node.size is None}
 
     def attributes(self, inode: int) -> pyfuse3.EntryAttributes:
@@ -115,8 +116,8 @@ class BareFS(pyfuse3.Operations):
     def fetch(self, url: str, off: int, size: int) -> memoryview:
         """One ranged GET read straight into a buffer; any failure is EIO."""
         try:
-            status, buf = get_into(self.pool, url, off, size)
-        except (urllib3.exceptions.HTTPError, OSError):
+            status, buf = get_into(self.transport, url, off, size)
+        except (TransportError, OSError):
             raise pyfuse3.FUSEError(errno.EIO) from None
         if status != 206:
             raise pyfuse3.FUSEError(errno.EIO)

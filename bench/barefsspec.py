@@ -1,11 +1,11 @@
-"""A bare fsspec file system over nginx: the floor of "a trio core on its own thread, bytes
-fetched in worker threads", which is how ``artifactfs://`` works.
+"""A bare fsspec file system over nginx: the floor of "a trio core on its own thread that the
+caller asks once per read, the bytes fetched in the caller's thread", which is how
+``artifactfs://`` reads a block it lacks.
 
-``fsspec.filesystem("baretrio")`` (registered on import): each ``cat_file`` crosses to one
-trio thread (``trio.from_thread.run``), which fetches exactly the bytes asked for with one GET
-in a worker thread (``trio.to_thread``, urllib3 ``readinto`` into one buffer) and hands them
-back: the hand-offs of artifactfs's fsspec front end, without its namespace, blocks or cache.
-Paths are nginx URLs.
+``fsspec.filesystem("baretrio")`` (registered on import): each ``cat_file`` makes one trip to a
+trio thread (``trio.from_thread.run``, which only answers), then fetches exactly the bytes
+asked for with one GET in its own thread, on artifactfs's byte transport: the hand-offs of
+artifactfs's fsspec front end, without its namespace, blocks or cache. Paths are nginx URLs.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from typing import Any
 
 import fsspec
 import trio
-import urllib3
 from fsspec.spec import AbstractFileSystem
+
+from artifactfs.transport import HttpTransport
 
 from .bodyget import get_into
 
@@ -24,13 +25,13 @@ PROTOCOL = "baretrio"
 
 
 class BareTrioFileSystem(AbstractFileSystem):
-    """Reads nginx URLs through a trio thread and its worker threads; nothing else."""
+    """Reads nginx URLs after a trip to a trio thread; nothing else."""
 
     protocol = PROTOCOL
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._pool = urllib3.PoolManager(maxsize=32)
+        self._transport = HttpTransport()
         started = threading.Event()
         threading.Thread(target=trio.run, args=(self._serve, started), name="baretrio", daemon=True).start()
         started.wait()
@@ -45,14 +46,16 @@ class BareTrioFileSystem(AbstractFileSystem):
         return path  # the paths are URLs
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        return bytes(trio.from_thread.run(self._fetch, path, start, end, trio_token=self._token))
+        return bytes(self._get(trio.from_thread.run(self._where, path, trio_token=self._token), start, end))
 
-    async def _fetch(self, url: str, start: int | None, end: int | None) -> memoryview:
-        return await trio.to_thread.run_sync(self._get, url, start, end)
+    @staticmethod
+    async def _where(url: str) -> str:
+        """The trip to the trio thread (artifactfs looks the path up and claims the blocks there)."""
+        return url
 
     def _get(self, url: str, start: int | None, end: int | None) -> memoryview:
         """One GET (ranged if asked), its body read into one buffer."""
-        status, buf = get_into(self._pool, url, start, None if start is None or end is None else end - start)
+        status, buf = get_into(self._transport, url, start, None if start is None or end is None else end - start)
         if status not in (200, 206):
             raise OSError(f"{url}: HTTP {status}")
         return buf

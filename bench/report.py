@@ -150,9 +150,9 @@ READING_NOTES = [
     "The fsspec columns read with `open` + `readinto` (1 MiB) sequentially, `cat_file` with a 4 KiB "
     "range for random reads, and `cat_file` of each 1 MiB file from 8 threads; their RSS and CPU are "
     "those of the reading process itself.",
-    "`bare trio fsspec` is the floor of artifactfs's fsspec design: each `cat_file` crosses to a trio thread, "
-    "which fetches exactly the bytes asked for with one GET in a worker thread and hands them back "
-    "(`bench/barefsspec.py`: no namespace, blocks or cache).",
+    "`bare trio fsspec` is the floor of artifactfs's fsspec design: each `cat_file` makes one trip to a trio "
+    "thread, then fetches exactly the bytes asked for with one GET in its own thread (`bench/barefsspec.py`: "
+    "no namespace, blocks or cache). Both bare file systems read with artifactfs's byte transport.",
 ]
 
 
