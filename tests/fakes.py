@@ -16,7 +16,8 @@ from typing import Mapping
 import httpx
 
 from artifactfs.emulator import routes, storage
-from artifactfs.emulator.server import BlobReply, RangeNotSatisfiable, Reply, Request, RequestLog, parse_range
+from artifactfs.emulator.server import (BlobReply, OriginSettings, RangeNotSatisfiable, Reply, Request, RequestLog,
+                                       parse_range)
 from artifactfs.emulator.world import World
 from artifactfs.transport import TransportError
 
@@ -35,6 +36,10 @@ class InProcessOrigin:
 
     def base_urls(self) -> dict[str, str]:
         return {kind: API + declared.base_path for kind, declared in self.world.types.items()}
+
+    def settings(self, url: str) -> OriginSettings:
+        """The switches of the origin ``url`` is on (``World.set(api_ignore_range=...)``)."""
+        return self.world.origins["storage" if url.startswith(STORAGE) else "api"]
 
     def answer(self, url: str, headers: Mapping[str, str]) -> Reply | BlobReply:
         parts = urllib.parse.urlsplit(url)
@@ -116,13 +121,14 @@ class ByteTransport:
         reply = self.origin.answer(url, headers)
         if isinstance(reply, Reply):
             return _Body(reply.status, {k.lower(): v for k, v in reply.headers.items()}, memoryview(reply.body), None)
-        return self._blob(reply, headers.get("Range"), failure.after if failure else None)
+        return self._blob(reply, self.origin.settings(url), headers.get("Range"), failure.after if failure else None)
 
-    def _blob(self, reply: BlobReply, wanted: str | None, cut: int | None) -> _Body:
+    def _blob(self, reply: BlobReply, settings: OriginSettings, wanted: str | None, cut: int | None) -> _Body:
+        """As ``serve_blob`` answers: the origin's switches only take Range and lengths away."""
         total = reply.blob.size
-        headers = {} if not reply.length else {"content-length": str(total)}
+        headers = {} if not reply.length or settings.chunked else {"content-length": str(total)}
         try:
-            span = parse_range(wanted, total) if wanted and reply.ranges else None
+            span = parse_range(wanted, total) if wanted and reply.ranges and not settings.ignore_range else None
         except RangeNotSatisfiable:
             return _Body(416, {"content-range": f"bytes */{total}"}, memoryview(b""), None)
         if span is None:
