@@ -116,6 +116,18 @@ class Content:
     def blocks(self) -> int | None:
         return None if self.total is None else -(-self.total // BLOCK_SIZE)
 
+    def expected_size(self) -> int | None:
+        """The verified size, else the listing's: where readahead and claims stop."""
+        return self.total if self.total is not None else self.claimed
+
+    def expected_blocks(self) -> int | None:
+        size = self.expected_size()
+        return None if size is None else -(-size // BLOCK_SIZE)
+
+    def read_end(self, offset: int, size: int) -> int:
+        """Where a read of ``size`` bytes at ``offset`` ends: within the file, if its size is known."""
+        return offset + size if self.total is None else min(offset + size, self.total)
+
 
 @dataclass(eq=False)
 class Handle:
@@ -266,10 +278,8 @@ class Engine:
         if isinstance(got, Claim) and not lend:
             return await got.fetch_in_worker()
         if got is not None:
-            return got
+            return got  # also an empty read, or one past the end of the file
         content = handle.content
-        if size <= 0 or (content.total is not None and offset >= content.total):
-            return EMPTY.base
         first, last = offset // BLOCK_SIZE, (offset + size - 1) // BLOCK_SIZE
         self._adapt(handle, offset)
         self._plan(content, first, last, handle.window)
@@ -302,7 +312,7 @@ class Engine:
         known, missing = found
         was = handle.next_offset, handle.window
         self._adapt(handle, offset)
-        end = offset + size if content.total is None else min(offset + size, content.total)
+        end = content.read_end(offset, size)
         first, last = offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE
         stop = self._claim_stop(content, last, handle.window) if missing else last + 1
         if stop is None or (missing and missing[-1] != last):
@@ -323,9 +333,7 @@ class Engine:
         readahead would fetch beyond."""
         if not window:
             return last + 1
-        limit = content.blocks()
-        if limit is None and content.claimed is not None:
-            limit = -(-content.claimed // BLOCK_SIZE)  # where readahead stops too
+        limit = content.expected_blocks()  # where readahead stops too
         if limit is None or limit > last + 1 + window:
             return None
         if any(self._available(content, index) or index in content.on_disk for index in range(last + 1, limit)):
@@ -337,7 +345,7 @@ class Engine:
         fetches or loads; None if some are on their way or on disk (or a whole body streams)."""
         if content.streams:
             return None
-        end = offset + size if content.total is None else min(offset + size, content.total)
+        end = content.read_end(offset, size)
         known: dict[int, Span] = {}
         missing: list[int] = []
         for index in range(offset // BLOCK_SIZE, (end - 1) // BLOCK_SIZE + 1):
@@ -386,8 +394,8 @@ class Engine:
         stop = max(index, last + 1) + window
         if limit is not None:
             stop = min(stop, limit)
-        elif content.claimed is not None:
-            stop = min(stop, max(last + 1, -(-content.claimed // BLOCK_SIZE)))
+        elif (expected := content.expected_blocks()) is not None:
+            stop = min(stop, max(last + 1, expected))
         ahead = self.readahead_budget - self.readahead_pending
         stop = min(stop, max(last + 1, index + ahead // BLOCK_SIZE))
         run_start = index
@@ -736,9 +744,9 @@ class Claim:
         self.engine, self.content, self.source = engine, content, source
         self.start, self.end, self.mine = start, end, mine
         self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
-        size = content.total if content.total is not None else content.claimed  # the listing's, until verified
-        self.sink.take_whole = whole and reply.offset == start * BLOCK_SIZE and reply.end >= min(
-            end * BLOCK_SIZE, end * BLOCK_SIZE if size is None else size)
+        size = content.expected_size()
+        self.sink.take_whole = whole and reply.offset == start * BLOCK_SIZE and reply.end >= (
+            end * BLOCK_SIZE if size is None else min(end * BLOCK_SIZE, size))
         self.reply, self.known = reply, known
 
     async def fetch_in_worker(self) -> memoryview | bytes:
