@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Protocol, TypeVar
 
 import trio
-from outcome import Outcome
 
 from .blockcache import BlockCache
 from .config import Config
-from .engine import BLOCK_SIZE, Claim, Engine, Handle
+from .engine import BLOCK_SIZE, Engine, Handle
 from .errors import AccessDenied, FsError, Invalid, IsADirectory, NotADirectory, NotFound, ReadOnly, RemoteError
 from .model import Kind
 from .namespace import Invalidator, Namespace, Node
@@ -112,8 +111,8 @@ class RemoteFile:
     def __init__(self, engine: Engine, handle: Handle) -> None:
         self._engine, self.handle = engine, handle
 
-    async def read(self, offset: int, size: int, *, lend: bool = False) -> Any:
-        return await self._engine.read(self.handle, offset, size, lend=lend)
+    async def read(self, offset: int, size: int) -> Any:
+        return await self._engine.read(self.handle, offset, size)
 
     def close(self) -> None:
         self._engine.release(self.handle)
@@ -325,20 +324,6 @@ class Core:
         except KeyError:
             raise FsError(f"file handle {fh} is not open") from None
         return await handle.read(offset, size)
-
-    @boundary
-    async def read_here(self, fh: int, offset: int, size: int) -> Any:
-        """``read`` for a caller with a thread to lend (fsspec): the bytes, or a ``Claim`` on
-        the blocks missing, for the caller to fetch itself (``Claim.fetch``, with
-        ``finish_claim`` as the way back here)."""
-        handle = self._files.get(fh, (None, None))[0]
-        if isinstance(handle, RemoteFile):
-            return await handle.read(offset, size, lend=True)
-        return await self.read(fh, offset, size)
-
-    @boundary
-    async def finish_claim(self, claim: Claim, tried: Outcome[tuple[int, bool]]) -> None:
-        await self.engine.finish(claim, tried)
 
     def release(self, fh: int) -> None:
         handle, node = self._files.pop(fh, (None, None))

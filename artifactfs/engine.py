@@ -25,13 +25,12 @@ from __future__ import annotations
 import collections
 import io
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple
 
-import outcome
 import trio
-from outcome import Outcome
 
 from . import archive
 from .blockcache import BlockCache, content_hash
@@ -202,11 +201,9 @@ class _Reply:
         return len(span) >= BLOCK_SIZE and hi >= lo
 
     def data(self) -> memoryview | bytes:
-        """The bytes: a fetch's whole object itself where the read is all of it."""
+        """The bytes: a slice of one buffer where they lie in one, else the pieces joined."""
         if len(self.parts) == 1:
             part = self.parts[0]
-            if isinstance(part.base.obj, bytes) and part.start == 0 and part.end == len(part.base):
-                return part.base.obj
             return part.base[part.start:part.end]
         return b"".join(p.base[p.start:p.end] for p in self.parts)
 
@@ -267,16 +264,16 @@ class Engine:
 
     # ---- reads -----------------------------------------------------------------------------------
 
-    async def read(self, handle: Handle, offset: int, size: int, *, lend: bool = False) -> memoryview | bytes | Claim:
+    async def read(self, handle: Handle, offset: int, size: int) -> memoryview | bytes:
         """Exactly ``size`` bytes at ``offset``, fewer only at the end of the file: one slice of
         a fetch's buffer where the read lies within one fetch, else the pieces joined.
 
-        A read that can be a ``claim`` is one: with ``lend`` (a caller with a thread of its
-        own) the claim itself is the answer, else a worker thread fetches it; the rest waits
-        for blocks on their way, loads them from disk, or fetches them with readahead."""
-        got = await self.claim(handle, offset, size, whole=lend)
-        if isinstance(got, Claim) and not lend:
-            return await got.fetch_in_worker()
+        A read that can be a ``claim`` fetches its blocks itself; the rest waits for blocks on
+        their way, loads them from disk, or fetches them with readahead."""
+        got = await self.claim(handle, offset, size)
+        if isinstance(got, Claim):
+            await self.finish(got)
+            return got.bytes()
         if got is not None:
             return got  # also an empty read, or one past the end of the file
         content = handle.content
@@ -290,16 +287,15 @@ class Engine:
         handle.next_offset = offset + reply.length
         return reply.data()
 
-    async def claim(self, handle: Handle, offset: int, size: int, *,
-                    whole: bool = False) -> memoryview | bytes | Claim | None:
+    async def claim(self, handle: Handle, offset: int, size: int) -> memoryview | bytes | Claim | None:
         """A read that needs no waiting for others: the bytes if memory holds them all; a
-        ``Claim`` on the blocks missing (one run nobody fetches or loads yet) for the caller
-        to fetch itself (``Claim.fetch``); None if the read must wait (blocks in flight or on
+        ``Claim`` on the blocks missing (one run nobody fetches or loads yet) for the reader
+        to fetch itself (``finish``); None if the read must wait (blocks in flight or on
         disk, the whole body streaming), or readahead would fetch more than the rest of the
         file with them. A claim reaches to the end of the file where readahead would, so
         reads after a seek and small files are claims, and sequential reads of big files go
         on with readahead. Only a URL not resolved yet is waited for, and only when a block
-        must come from the network. ``whole``: the claim may read its body as one object."""
+        must come from the network."""
         content = handle.content
         if size <= 0 or (content.total is not None and offset >= content.total):
             return EMPTY.base
@@ -325,7 +321,7 @@ class Engine:
             self._plan(content, first, last, handle.window)
             return _Reply.of(offset, size, known)
         mine, _ = self._register(content, missing[0], stop, from_disk=False, readahead=False)
-        return Claim(self, content, content.source, missing[0], stop, mine, _Reply(offset, size), known, whole=whole)
+        return Claim(self, content, missing[0], stop, mine, _Reply(offset, size), known)
 
     def _claim_stop(self, content: Content, last: int, window: int) -> int | None:
         """Where a claim ending at block ``last`` stops: there, or at the end of the file if
@@ -467,17 +463,19 @@ class Engine:
 
     # ---- arrivals (trio thread) ------------------------------------------------------------------
 
-    def _arrived(self, content: Content, index: int, span: Span) -> None:
-        """A block is here (and queued for the disk: once it leaves memory it is loaded from
-        there, or fetched again if the disk did not keep it)."""
-        self.window.put((content.hash, index), span)
-        content.on_disk.add(index)
-        if content.streams:
-            content.streamed_to = max(content.streamed_to, index + 1)
-        pending = content.pending.pop(index, None)
-        if pending is not None:
-            pending.span = span
-            pending.done.set()
+    def _arrived(self, content: Content, spans: dict[int, Span]) -> None:
+        """Blocks are here (and queued for the disk: once one leaves memory it is loaded from
+        there, or fetched again if the disk did not keep it). One call for all the blocks a
+        fetch handed over at once, and one wake-up."""
+        for index, span in spans.items():
+            self.window.put((content.hash, index), span)
+            content.on_disk.add(index)
+            if content.streams:
+                content.streamed_to = max(content.streamed_to, index + 1)
+            pending = content.pending.pop(index, None)
+            if pending is not None:
+                pending.span = span
+                pending.done.set()
         self._wake(content)
 
     def _wake(self, content: Content) -> None:
@@ -522,12 +520,14 @@ class Engine:
         missing: list[int] = []
         try:
             views = await workers().run(self.cache.load, content.hash, start, end - start, abandon_on_cancel=True)
+            loaded: dict[int, Span] = {}
             for index, view in zip(range(start, end), views):
                 if view is None:
                     content.on_disk.discard(index)
                     missing.append(index)
                 else:
-                    self._arrived(content, index, Span(view, 0, len(view)))
+                    loaded[index] = Span(view, 0, len(view))
+            self._arrived(content, loaded)
         finally:
             if missing:
                 refetch = {i: mine.pop(i) for i in missing}
@@ -538,14 +538,14 @@ class Engine:
     # ---- fetches ---------------------------------------------------------------------------------
 
     async def _fetch(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int, *,
-                     sink: _BlockSink | None = None, tried: Outcome[tuple[int, bool]] | None = None) -> FsError | None:
+                     sink: _BlockSink | None = None) -> FsError | None:
         """Fetch blocks ``[start, end)`` (the HTTP layer retries, resumes and re-resolves); the
-        error its waiters got, if it failed. A claim's fetch goes on from its caller's attempt."""
+        error its waiters got, if it failed."""
         error: FsError | None = None
         sink = sink or _BlockSink(self, content, start, end, trio.lowlevel.current_trio_token())
         try:
             await content.provider.http.fetch(lambda refresh: self._source(content, refresh),
-                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink, tried=tried)
+                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink)
         except FsError as exc:
             error = exc
             log.debug("%s: fetch of blocks %d-%d failed: %s", content.id.provider, start, end - 1, exc)
@@ -559,16 +559,14 @@ class Engine:
     def _fetched(self, sink: _BlockSink, mine: dict[int, _Pending], error: FsError | None, held: int) -> None:
         """A fetch is over: the blocks its sink kept arrive, it takes nothing more, and its
         waiters still waiting get ``error``."""
-        for index, span in sink.kept.items():
-            self._arrived(sink.content, index, span)
+        self._arrived(sink.content, sink.kept)
         sink.closed = True
         self._count_stream(sink, -1)
         self._settle(sink.content, mine, error, held)
 
-    async def finish(self, claim: Claim, tried: Outcome[tuple[int, bool]]) -> None:
-        """The rest of a claim whose caller's attempt did not get every block (retries, new
-        URLs); raises the error its blocks' waiters got."""
-        error = await self._fetch(claim.content, claim.start, claim.end, claim.mine, 0, sink=claim.sink, tried=tried)
+    async def finish(self, claim: Claim) -> None:
+        """Fetch a claim's blocks in this task (no fetch task); raises the error their waiters got."""
+        error = await self._fetch(claim.content, claim.start, claim.end, claim.mine, 0, sink=claim.sink)
         if error is not None:
             raise error
 
@@ -590,7 +588,11 @@ class Engine:
         self._wake(sink.content)
 
     async def _source(self, content: Content, refresh: bool) -> Source:
-        """The remembered URL, or a new one if none yet, about to expire, or refused."""
+        """The remembered URL, or a new one if none yet, about to expire, or refused (the
+        lock, whose acquiring is a trip through trio's scheduler, only then)."""
+        source = content.source
+        if not refresh and source is not None and not source.expiring(self.clock()):
+            return source
         async with content.resolve_lock:
             source = content.source
             if refresh or source is None or source.expiring(self.clock()):
@@ -626,7 +628,8 @@ class Engine:
 
 
 class _BlockSink:
-    """Receives one fetch's bytes in a worker thread, in place (``readinto``) into one buffer
+    """Receives one fetch's bytes (in a worker thread, or on the trio thread for a range read
+    there), in place (``readinto``) into one buffer
     for the range asked (a whole body: buffers of ``SEGMENT_MAX``); each complete block is
     handed to the trio thread as a span of it, and queued for the disk. A whole body (the
     server ignored Range) is taken to its end, every block kept, and the disk queue then
@@ -635,9 +638,9 @@ class _BlockSink:
     def __init__(self, engine: Engine, content: Content, start: int, end: int,
                  token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
         self.engine, self.content, self.token = engine, content, token
-        self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's caller takes them)
+        self.thread = threading.get_ident()  # the trio thread's
+        self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
         self.keep = keep
-        self.take_whole = False  # a claim whose reader wants all of it: its first attempt reads one object
         self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
         self.total: int | None = content.total
         self.ranged = True
@@ -650,8 +653,13 @@ class _BlockSink:
         self.counted = False  # trio thread: counted as a whole-body stream
 
     def report(self, func: Callable[..., None], *args: Any) -> None:
-        """``func(*args)`` on the trio thread, unless this fetch is over (never waiting)."""
+        """``func(*args)`` on the trio thread, unless this fetch is over (never waiting): at
+        once when called there (a fetch read on the trio thread), so it comes before the
+        fetch's end, as it does from a worker thread."""
         if self.closed:
+            return
+        if threading.get_ident() == self.thread:
+            func(*args)
             return
         try:
             self.token.run_sync_soon(func, *args)
@@ -696,95 +704,54 @@ class _BlockSink:
         end = self.first_end if pos < self.first_end else self.segment_end
         return self.segment[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
 
-    def whole(self, pos: int, stop: int) -> bool:
-        """Once, for the range asked from its start: the reader can then have the object itself."""
-        wanted, self.take_whole = self.take_whole and pos == self.wanted_start and stop <= self._stop(), False
-        return wanted
-
-    def took(self, pos: int, data: bytes) -> None:
-        self.segment = self.base = memoryview(data)
-        self.segment_start, self.segment_end = pos, pos + len(data)
-        self.wrote(pos, len(data))
-
     def wrote(self, pos: int, n: int) -> None:
+        """``n`` bytes arrived at ``pos``: the blocks they complete are handed over, in one trip."""
         block_start = self.pos - self.pos % BLOCK_SIZE
         self.pos = pos + n
+        spans: dict[int, Span] = {}
         while self.pos - block_start >= min(BLOCK_SIZE, self._stop() - block_start) > 0:
-            self._deliver(block_start, min(block_start + BLOCK_SIZE, self._stop()))
+            self._deliver(block_start, min(block_start + BLOCK_SIZE, self._stop()), spans)
             block_start += BLOCK_SIZE
+        if spans:
+            self.report(self.engine._arrived, self.content, spans)
 
-    def _deliver(self, start: int, end: int) -> None:
+    def _deliver(self, start: int, end: int, spans: dict[int, Span]) -> None:
+        """Block ``[start, end)`` goes to the disk queue, then to ``spans`` to hand over (or,
+        for a claim, to ``kept``: it arrives with the fetch's end)."""
         span = Span(self.base, start - self.segment_start, end - self.segment_start)
         index = start // BLOCK_SIZE
         # Queued for the disk before it counts as arrived (and as on disk): a reader that then
         # loads it back finds it written, or a hole if the queue dropped it, never half written.
         self.engine.cache.store(self.content.hash, index, span.base[span.start:span.end], wait=not self.ranged)
         if self.keep and self.wanted_start <= start < self.wanted_end:
-            self.kept[index] = span  # arrives with the fetch's end: one trip to the trio thread
+            self.kept[index] = span
         else:
-            self.report(self.engine._arrived, self.content, index, span)
+            spans[index] = span
 
     def eof(self, pos: int) -> None:
         self._learned(pos)  # first: a reader given the last bytes must find the size known
         block_start = pos - pos % BLOCK_SIZE
         if pos > block_start and self.segment is not None and block_start >= self.segment_start:
-            self._deliver(block_start, pos)
+            spans: dict[int, Span] = {}
+            self._deliver(block_start, pos, spans)
+            if spans:
+                self.report(self.engine._arrived, self.content, spans)
         if not self.ranged:
             self.report(self.engine._count_stream, self, -1)
 
 
 class Claim:
-    """Blocks ``[start, end)`` that a blocking caller (fsspec) fetches in its own thread: it
-    gets its bytes without a trip to a worker thread and back, and the trio thread learns of
-    them as of any fetch (arrivals, the disk queue). Made on the trio thread by
-    ``Engine.claim``; ``fetch`` runs in the caller's thread, once."""
+    """Blocks ``[start, end)`` that one read fetches itself (``Engine.finish``), with no fetch
+    task and no hand-off per block; other readers wait for them as for any fetch, and they
+    arrive with the fetch's end. Made by ``Engine.claim``; fetched once."""
 
-    def __init__(self, engine: Engine, content: Content, source: Source, start: int, end: int,
-                 mine: dict[int, _Pending], reply: _Reply, known: dict[int, Span], *, whole: bool) -> None:
-        self.engine, self.content, self.source = engine, content, source
-        self.start, self.end, self.mine = start, end, mine
+    def __init__(self, engine: Engine, content: Content, start: int, end: int, mine: dict[int, _Pending],
+                 reply: _Reply, known: dict[int, Span]) -> None:
+        self.content, self.start, self.end, self.mine = content, start, end, mine
         self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
-        size = content.expected_size()
-        self.sink.take_whole = whole and reply.offset == start * BLOCK_SIZE and reply.end >= (
-            end * BLOCK_SIZE if size is None else min(end * BLOCK_SIZE, size))
         self.reply, self.known = reply, known
 
-    async def fetch_in_worker(self) -> memoryview | bytes:
-        """``fetch`` for a reader on the trio thread (the mount): the request in a worker
-        thread, one trip there and back and no fetch task; the blocks arrive on its return."""
-        token = self.sink.token
-
-        def finish(tried: Outcome[tuple[int, bool]]) -> None:
-            trio.from_thread.run(self.engine.finish, self, tried, trio_token=token)
-
-        complete = await workers().run(self._take, finish)
-        if complete:
-            self.engine._fetched(self.sink, self.mine, None, 0)
-        return self._bytes()
-
-    def fetch(self, finish: Callable[[Outcome[tuple[int, bool]]], None]) -> memoryview | bytes:
-        """Caller's thread: one request for the blocks, then the read's bytes. Anything short of
-        all of them goes to ``finish(how the attempt ended)``, which runs ``Engine.finish`` on
-        the trio thread (the HTTP layer's retries) and raises its error."""
-        if self._take(finish):
-            self.sink.report(self.engine._fetched, self.sink, self.mine, None, 0)
-        return self._bytes()
-
-    def _take(self, finish: Callable[[Outcome[tuple[int, bool]]], None]) -> bool:
-        """One request for the blocks: True if it got them all (they have yet to arrive on the
-        trio thread), False once ``finish`` fetched the rest (they arrived with it)."""
-        sink = self.sink
-        tried = outcome.capture(self.content.provider.http.attempt, self.source, self.start * BLOCK_SIZE,
-                                Engine._fetch_end(self.content, self.end), sink)
-        if isinstance(tried, outcome.Error) and not isinstance(tried.error, Exception):
-            sink.report(self.engine._fetched, sink, self.mine, RemoteError("the reader stopped"), 0)
-            tried.unwrap()
-        if isinstance(tried, outcome.Value) and tried.value[1]:
-            return True
-        finish(tried)
-        return False
-
-    def _bytes(self) -> memoryview | bytes:
+    def bytes(self) -> memoryview | bytes:
         """The read's bytes, from the blocks memory had and the claim's."""
         spans = {**self.known, **self.sink.kept}
         for index in range(self.reply.offset // BLOCK_SIZE, (self.reply.end - 1) // BLOCK_SIZE + 1):

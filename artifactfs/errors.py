@@ -31,6 +31,11 @@ class Unauthorized(AccessDenied):
     """The credentials themselves were refused (401): nothing will work with them."""
 
 
+class TransportError(Exception):
+    """The connection failed or the body broke off: worth another attempt (the HTTP layer
+    retries it; it never reaches a reader as such)."""
+
+
 class RemoteError(FsError):
     """Any other failure: 5xx, bad JSON, timeouts after retries, short bodies."""
 

@@ -56,12 +56,12 @@ class ArtifactFileSystem(AbstractFileSystem):
             return [cls._strip_protocol(p) for p in path]
         return super()._strip_protocol(path).strip("/")
 
-    def _call(self, fn: Callable[..., Any], path: str, *args: Any, reading: bool = False) -> Any:
-        """``await fn(core, path, *args)`` on the trio thread (``reading``: ``Session.read``)."""
+    def _call(self, fn: Callable[..., Any], path: str, *args: Any) -> Any:
+        """``await fn(core, path, *args)`` on the trio thread."""
         path = self._strip_protocol(path)
         with translated(path):
             session = self._session()
-            return (session.read if reading else session.call)(fn, session.core, path, *args)
+            return session.call(fn, session.core, path, *args)
 
     # ---- reading ---------------------------------------------------------------------------------
 
@@ -77,7 +77,7 @@ class ArtifactFileSystem(AbstractFileSystem):
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         """Bytes ``[start:end]`` (negatives count from the end), in one trip to the core."""
-        return bytes(self._call(ops.read_range, path, start, end, reading=True))
+        return bytes(self._call(ops.read_range, path, start, end))
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict[str, Any] | None = None, **kwargs: Any) -> ArtifactFile:
@@ -141,7 +141,7 @@ class ArtifactFile(AbstractBufferedFile):
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         with translated(self.path):
-            return bytes(self._session.read(self._session.core.read_here, self._fh, start, end - start))
+            return bytes(self._session.call(self._session.core.read, self._fh, start, end - start))
 
     def _release(self) -> None:
         """Give the handle back without waiting (also from a finalizer, on any thread)."""

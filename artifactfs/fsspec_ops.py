@@ -97,12 +97,11 @@ async def _learn_size(core: Core, path: str, fh: int) -> int:
 
 
 async def read_range(core: Core, path: str, start: int | None, end: int | None) -> Any:
-    """Bytes ``[start:end]`` of the file at ``path`` (Python slice rules, negatives from the end),
-    or a ``Claim`` on them for the caller to fetch."""
+    """Bytes ``[start:end]`` of the file at ``path`` (Python slice rules, negatives from the end)."""
     fh, size = await open_file(core, path)
     try:
         first, stop, _ = slice(start, end).indices(size)
-        return await core.read_here(fh, first, stop - first) if stop > first else b""
+        return await core.read(fh, first, stop - first) if stop > first else b""
     finally:
         core.release(fh)
 

@@ -1,7 +1,9 @@
-"""The one HTTP layer: provider API calls (httpx) and byte ranges (``transport``, in threads).
+"""The one HTTP layer: provider API calls (httpx) and byte ranges (``transport``: ranges up to
+``HERE_MAX`` on the trio thread with ``wire``, larger ones and whole bodies in worker threads).
 
 Why two clients: httpx is trio-native and right for small JSON, but streams bytes at about a
-tenth of what loopback allows; ``http.client``'s ``readinto`` reaches machine speed (DESIGN.md).
+tenth of what loopback allows; ``http.client``'s ``readinto`` reaches machine speed (DESIGN.md),
+and so does ``wire``'s, without a thread hop or ``http.client``'s header parsing.
 This module is the one owner of retries, backoff, deadlines, errno mapping and token scoping:
 nothing above it retries. Log levels rise with the attempts (INFO, then WARNING); giving up
 raises an ``FsError`` whose message says why, and the layer that answers the reader logs it
@@ -20,11 +22,10 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 import trio
-from outcome import Outcome
 
 from .errors import FsError, RemoteError, error_for_status
 from .model import Source
-from .transport import ByteResponse, ByteTransport, TransportError, api_client, default_transport
+from .transport import ByteResponse, ByteTransport, HereResponse, TransportError, api_client, default_transport
 from .workers import workers
 
 log = logging.getLogger("artifactfs.http")
@@ -40,6 +41,7 @@ RETRY_AFTER_CAP = 30.0
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REFUSED_BY_STORAGE = frozenset({400, 401, 403, 410})
 FETCH_THREADS = 16
+HERE_MAX = 1 << 20  # ranges up to this are read on the trio thread (``wire``)
 
 Classifier = Callable[[int, Any], "type[FsError] | None"]
 """``classify(status, json_body)``: a provider's own error bodies (a 200 with ``success: false``)."""
@@ -89,7 +91,8 @@ def _log_attempt(where: str, reason: str, attempt: int) -> None:
 
 
 class Sink(Protocol):
-    """Where ``HttpClient.fetch`` puts bytes (its methods run in a worker thread)."""
+    """Where ``HttpClient.fetch`` puts bytes (its methods run in a worker thread, or on the trio
+    thread for a range read there)."""
 
     def begin(self, first: int, total: int | None, ranged: bool) -> None:
         """The body starts at byte ``first`` of the file; ``ranged`` is False when the server
@@ -103,12 +106,6 @@ class Sink(Protocol):
 
     def eof(self, pos: int) -> None:
         """The file ends at ``pos`` (a whole body read to its clean end, or a 416)."""
-
-    def whole(self, pos: int, stop: int) -> bool:
-        """Whether bytes ``[pos, stop)`` go to ``took`` as one object rather than into windows."""
-
-    def took(self, pos: int, data: bytes) -> None:
-        """The bytes from ``pos``, as one object (when ``whole`` said so)."""
 
 
 class _Retry(Exception):
@@ -149,9 +146,11 @@ class HttpClient:
         self._api = api_client(timeout, min(timeout, CONNECT_TIMEOUT), api_transport)
         self._bytes = byte_transport or default_transport()
         self._threads = trio.CapacityLimiter(FETCH_THREADS)
+        self._threaded: set[tuple[str, str, int]] = set()  # origins read only in worker threads
 
     async def aclose(self) -> None:
         await self._api.aclose()
+        self._bytes.close_here()
 
     def url(self, path: str) -> str:
         """An absolute URL for ``path`` below ``base_url`` (an absolute URL is kept as is)."""
@@ -234,7 +233,7 @@ class HttpClient:
     # ---- bytes -------------------------------------------------------------------------------
 
     async def fetch(self, source: SourceFn, start: int, end: int | None, sink: Sink, *,
-                    deadline: float | None = None, tried: Outcome[tuple[int, bool]] | None = None) -> None:
+                    deadline: float | None = None) -> None:
         """Stream bytes ``[start, end)`` (to the end of the file if ``end`` is None) into ``sink``.
 
         Transient failures (connection errors, 408/429/5xx, a body cut short, a 206 that is not
@@ -242,8 +241,7 @@ class HttpClient:
         attempt that made progress resets the count. A refused signed URL is resolved again
         (``source(True)``), at most ``MAX_RESOLVES`` times. A 206 shorter than asked (servers
         may cap ranges) is followed by a request for the rest. Everything is bounded by one
-        deadline (default: the client's). ``tried`` is how a first ``attempt`` already made
-        (in a blocking caller's own thread) ended: it counts as this fetch's first.
+        deadline (default: the client's).
         """
         where, reason = self.provider, "no answer"
         pos, failures, resolves, refresh = start, 0, 0, False
@@ -254,13 +252,7 @@ class HttpClient:
                 refresh = False
                 where = f"{self.provider}: {url_path(current.url)}"
                 try:
-                    if tried is not None:
-                        first, tried = tried, None
-                        pos, done = first.unwrap()
-                    else:
-                        async with self._threads:
-                            pos, done = await workers().run(self.attempt, current, pos, end, sink,
-                                                            abandon_on_cancel=True)
+                    pos, done = await self._attempt(current, pos, end, sink)
                     if done:
                         return
                     failures = 0
@@ -279,6 +271,17 @@ class HttpClient:
                     refresh = True
         raise RemoteError(f"{where}: gave up after {limit:.0f} s ({reason}, at byte {pos})")
 
+    async def _attempt(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
+        """One attempt: on the trio thread for a range up to ``HERE_MAX``, else (or where the
+        trio thread cannot) in a worker thread."""
+        if end is not None and end - pos <= HERE_MAX and (origin := origin_of(source.url)) not in self._threaded:
+            done = await self.attempt_here(source, pos, end, sink)
+            if done is not None:
+                return done
+            self._threaded.add(origin)
+        async with self._threads:
+            return await workers().run(self.attempt, source, pos, end, sink, abandon_on_cancel=True)
+
     def _open(self, source: Source, headers: dict[str, str], pos: int) -> tuple[ByteResponse, str]:
         """The response for ``source``, following redirects (credentials only to our origin)."""
         url = source.url
@@ -287,93 +290,179 @@ class HttpClient:
                 resp = self._bytes.open(url, headers, self.timeout)
             except TransportError as exc:
                 raise _Retry(str(exc), pos) from None
-            location = resp.headers.get("location")
-            if resp.status not in (301, 302, 303, 307, 308) or not location:
+            hop = self._redirect(resp, url, headers)
+            if hop is None:
                 return resp, url
-            resp.finish()
-            url = str(httpx.URL(url).join(location))
-            headers = {k: v for k, v in headers.items()
-                       if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
+            url, headers = hop
         raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
+
+    async def _open_here(self, source: Source, headers: dict[str, str],
+                         pos: int) -> tuple[HereResponse, str] | None:
+        """``_open`` on the trio thread; None where only a worker thread can (``open_here``)."""
+        url = source.url
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                resp = await self._bytes.open_here(url, headers, self.timeout)
+            except TransportError as exc:
+                raise _Retry(str(exc), pos) from None
+            if resp is None:
+                return None
+            hop = self._redirect(resp, url, headers)
+            if hop is None:
+                return resp, url
+            url, headers = hop
+        raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
+
+    def _redirect(self, resp: ByteResponse | HereResponse, url: str,
+                  headers: dict[str, str]) -> tuple[str, dict[str, str]] | None:
+        """Where a redirect leads, with the headers that may go there; None if ``resp`` is no redirect."""
+        location = resp.headers.get("location")
+        if resp.status not in (301, 302, 303, 307, 308) or not location:
+            return None
+        resp.finish()
+        url = str(httpx.URL(url).join(location))
+        return url, {k: v for k, v in headers.items() if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
 
     def attempt(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
         """One request for ``[pos, end)``, blocking (a worker thread, or a blocking caller's
         own): (next position, finished). A failure worth another attempt raises ``_Retry`` or
         ``_Refused``, for ``fetch`` to handle."""
-        headers = {**dict(source.headers), "Range": f"bytes={pos}-{'' if end is None else end - 1}",
-                   "Accept-Encoding": "identity"}
-        resp, url = self._open(source, headers, pos)
-        where = f"{self.provider}: {url_path(url)}"
+        resp, url = self._open(source, _range_headers(source, pos, end), pos)
         try:
-            status = resp.status
-            if status == 416:
-                total = _total_of(resp.headers.get("content-range"))
-                sink.begin(pos, total, True)
-                sink.eof(pos if total is None else min(pos, total))
-                return pos, True
-            if status == 206:
-                try:
-                    first, last, total = _parse_content_range(resp.headers.get("content-range"))
-                except ValueError:
-                    raise _Retry(f"malformed Content-Range {resp.headers.get('content-range')!r}", pos) from None
-                length = _int_or_none(resp.headers.get("content-length"))
-                if first != pos or (total is not None and last >= total) or (
-                        length is not None and length != last - first + 1):
-                    raise _Retry(f"the answer holds bytes {first}-{last}/{total}, not {pos}-", pos)
-                sink.begin(first, total, True)
-                stop = last + 1 if end is None else min(last + 1, end)
-                pos, how = self._copy(resp, sink, pos, stop)
-                finished = how == "stopped" or (end is not None and pos >= end) or (total is not None and pos >= total)
-                return pos, finished
-            if status == 200:
-                total = _int_or_none(resp.headers.get("content-length"))
-                sink.begin(0, total, False)
-                reached, how = self._copy(resp, sink, 0, total)
-                if how != "stopped":
-                    sink.eof(reached)
-                return max(reached, pos), True
-            if status in REFUSED_BY_STORAGE and not source.headers:
-                raise _Refused(f"storage answered HTTP {status}", pos)
-            if status in TRANSIENT_STATUSES:
-                raise _Retry(f"HTTP {status}", pos, resp.headers.get("retry-after"))
-            raise error_for_status(status)(f"{where}: HTTP {status}")
+            body = self._answer(resp, url, source, pos, end, sink)
+            if isinstance(body, _Body):
+                return body.outcome(*self._copy(resp, sink, body.pos, body.stop))
+            return body
         finally:
             resp.finish()
+
+    async def attempt_here(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool] | None:
+        """``attempt`` on the trio thread, for ranges small enough to read there (no thread to
+        hop to and back); None, having read nothing, where a worker thread must: through a
+        proxy, a chunked body, or a whole body (the server ignored Range: the disk queue may
+        make its sink wait). ``fetch`` then asks that origin in worker threads from then on."""
+        opened = await self._open_here(source, _range_headers(source, pos, end), pos)
+        if opened is None:
+            return None
+        resp, url = opened
+        try:
+            if resp.status == 200:
+                return None
+            body = self._answer(resp, url, source, pos, end, sink)
+            if isinstance(body, _Body):
+                return body.outcome(*await self._copy_here(resp, sink, body.pos, body.stop))
+            return body
+        finally:
+            resp.finish()
+
+    def _answer(self, resp: ByteResponse | HereResponse, url: str, source: Source, pos: int, end: int | None,
+                sink: Sink) -> tuple[int, bool] | _Body:
+        """What a response to a range request means: the body to copy, an attempt's end (a
+        416: the file ends before ``pos``), or the exception (``_Retry``, ``_Refused``, an FsError)."""
+        where = f"{self.provider}: {url_path(url)}"
+        status = resp.status
+        if status == 416:
+            total = _total_of(resp.headers.get("content-range"))
+            sink.begin(pos, total, True)
+            sink.eof(pos if total is None else min(pos, total))
+            return pos, True
+        if status == 206:
+            try:
+                first, last, total = _parse_content_range(resp.headers.get("content-range"))
+            except ValueError:
+                raise _Retry(f"malformed Content-Range {resp.headers.get('content-range')!r}", pos) from None
+            length = _int_or_none(resp.headers.get("content-length"))
+            if first != pos or (total is not None and last >= total) or (
+                    length is not None and length != last - first + 1):
+                raise _Retry(f"the answer holds bytes {first}-{last}/{total}, not {pos}-", pos)
+            sink.begin(first, total, True)
+            return _Body(sink, pos, last + 1 if end is None else min(last + 1, end), end, total, ranged=True)
+        if status == 200:
+            total = _int_or_none(resp.headers.get("content-length"))
+            sink.begin(0, total, False)
+            return _Body(sink, pos, total, end, total, ranged=False)
+        if status in REFUSED_BY_STORAGE and not source.headers:
+            raise _Refused(f"storage answered HTTP {status}", pos)
+        if status in TRANSIENT_STATUSES:
+            raise _Retry(f"HTTP {status}", pos, resp.headers.get("retry-after"))
+        raise error_for_status(status)(f"{where}: HTTP {status}")
 
     @staticmethod
     def _copy(resp: ByteResponse, sink: Sink, pos: int, stop: int | None) -> tuple[int, str]:
         """Body bytes from ``pos`` until ``stop`` (or the body's end) into the sink: the position
-        reached, and how: ``"stopped"`` (the sink wanted no more), else the body's end.
-
-        A body that ends before ``stop`` is cut short: retried from where it ended (from ``pos``
-        if the sink took the bytes whole: it then gives windows).
-        """
-        if stop is not None and pos < stop and sink.whole(pos, stop):
-            try:
-                data = resp.read(stop - pos)
-            except TransportError as exc:
-                raise _Retry(str(exc), pos) from None
-            if len(data) < stop - pos:
-                raise _Retry(f"the body ended {stop - pos - len(data)} bytes short", pos)
-            sink.took(pos, data)
-            return stop, "ended"
+        reached, and how: ``"stopped"`` (the sink wanted no more), else the body's end. A body
+        that ends before ``stop`` is cut short: retried from where it ended."""
         while stop is None or pos < stop:
-            view = sink.window(pos)
+            view = _window(sink, pos, stop)
             if view is None:
                 return pos, "stopped"
-            if stop is not None:
-                view = view[:stop - pos]
             try:
                 n = resp.readinto(view)
             except TransportError as exc:
                 raise _Retry(str(exc), pos) from None
-            if not n:
-                if stop is not None:
-                    raise _Retry(f"the body ended {stop - pos} bytes short", pos)
+            if _body_ended(sink, pos, n, stop):
                 return pos, "ended"
-            sink.wrote(pos, n)
             pos += n
         return pos, "ended"
+
+    @staticmethod
+    async def _copy_here(resp: HereResponse, sink: Sink, pos: int, stop: int | None) -> tuple[int, str]:
+        """``_copy`` on the trio thread."""
+        while stop is None or pos < stop:
+            view = _window(sink, pos, stop)
+            if view is None:
+                return pos, "stopped"
+            try:
+                n = await resp.readinto(view)
+            except TransportError as exc:
+                raise _Retry(str(exc), pos) from None
+            if _body_ended(sink, pos, n, stop):
+                return pos, "ended"
+            pos += n
+        return pos, "ended"
+
+
+class _Body:
+    """A body to copy into ``sink`` until ``stop`` (None: its end), from the byte asked for
+    (``asked``), or from 0 if it is the whole file (``ranged`` False); and what the attempt
+    then returns (``outcome``)."""
+
+    def __init__(self, sink: Sink, asked: int, stop: int | None, end: int | None, total: int | None, *,
+                 ranged: bool) -> None:
+        self.sink, self.asked, self.stop, self.end, self.total, self.ranged = sink, asked, stop, end, total, ranged
+        self.pos = asked if ranged else 0
+
+    def outcome(self, reached: int, how: str) -> tuple[int, bool]:
+        """A range is done once ``end`` (or the file's end) is reached; a whole body at its end."""
+        if not self.ranged:
+            if how != "stopped":
+                self.sink.eof(reached)
+            return max(reached, self.asked), True
+        done = how == "stopped" or (self.end is not None and reached >= self.end) or (
+            self.total is not None and reached >= self.total)
+        return reached, done
+
+
+def _range_headers(source: Source, pos: int, end: int | None) -> dict[str, str]:
+    return {**dict(source.headers), "Range": f"bytes={pos}-{'' if end is None else end - 1}",
+            "Accept-Encoding": "identity"}
+
+
+def _window(sink: Sink, pos: int, stop: int | None) -> memoryview | None:
+    """Where the bytes at ``pos`` go, no further than ``stop``; None once the sink wants no more."""
+    view = sink.window(pos)
+    return view if view is None or stop is None else view[:stop - pos]
+
+
+def _body_ended(sink: Sink, pos: int, n: int, stop: int | None) -> bool:
+    """``n`` bytes were read at ``pos``: True at the body's end (``n`` is 0), which before
+    ``stop`` means the body was cut short (``_Retry`` from ``pos``)."""
+    if n:
+        sink.wrote(pos, n)
+        return False
+    if stop is not None:
+        raise _Retry(f"the body ended {stop - pos} bytes short", pos)
+    return True
 
 
 def _int_or_none(text: str | None) -> int | None:

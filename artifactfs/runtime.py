@@ -1,8 +1,8 @@
 """The core for blocking callers (fsspec): one trio run in a daemon thread per process.
 
 The core is async and owns its state on one trio thread. A blocking front end calls into it
-from its own threads with ``trio.from_thread.run``; the trio thread only schedules and awaits,
-so many caller threads are served at once, and byte copies happen in the caller. One core runs
+from its own threads with ``trio.from_thread.run``; the trio thread serves them all at once
+(a range is fetched there as for the mount, with no worker thread to hop to and back). One core runs
 per distinct config (``key``), started on first use and shared by everything that asks with
 the same key, across threads and fsspec instances. ``shutdown`` (registered with ``atexit``)
 cancels the run, so every core closes its providers and its cache writer flushes. The thread
@@ -23,7 +23,6 @@ import trio
 
 from .config import Config
 from .core import Core, CoreError
-from .engine import Claim
 from .errors import RemoteError
 
 log = logging.getLogger("artifactfs.runtime")
@@ -115,15 +114,6 @@ class Session:
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return self.runtime.call(fn, *args)
-
-    def read(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """``call`` for a read: a ``Claim`` in the answer is fetched here, in the calling thread,
-        so the bytes make one trip less between threads (the trio thread learns of them)."""
-        got = self.call(fn, *args)
-        if isinstance(got, Claim):
-            claim = got
-            return claim.fetch(lambda tried: self.call(self.core.finish_claim, claim, tried))
-        return got
 
 
 _current: Runtime | None = None

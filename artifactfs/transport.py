@@ -1,5 +1,6 @@
-"""Where requests go on the wire: the byte transport (``http.client``, urllib3 through a
-proxy) and the API client (httpx), both honouring the same environment.
+"""Where requests go on the wire: the byte transport (``http.client`` in threads, ``wire`` on
+the trio thread, urllib3 through a proxy) and the API client (httpx), all honouring the same
+environment.
 
 httpx and urllib3 read proxies and CA bundles differently; a listing that works behind a
 proxy while every read fails is the worst of both. So both take one SSL context (from
@@ -24,15 +25,15 @@ from typing import Callable, Mapping, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+import trio
 import urllib3
+
+from . import wire
+from .errors import TransportError
 
 POOL_SIZE = 32
 CONNECT_TIMEOUT = 10.0
 USER_AGENT = "artifactfs"
-
-
-class TransportError(Exception):
-    """The connection failed or the body broke off: worth another attempt."""
 
 
 class ByteResponse(Protocol):
@@ -44,18 +45,33 @@ class ByteResponse(Protocol):
     def readinto(self, buffer: memoryview) -> int:
         """Fill ``buffer`` as far as the body goes; 0 at its end; TransportError if it breaks."""
 
-    def read(self, size: int) -> bytes:
-        """The next ``size`` bytes of the body as one new object (fewer only at its end);
-        TransportError if it breaks."""
+    def finish(self) -> None:
+        """Done with it: keep the connection for reuse only if the body was read to its end."""
+
+
+class HereResponse(Protocol):
+    """A byte response read on the trio thread (``wire.Response``)."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    async def readinto(self, buffer: memoryview) -> int:
+        """Fill ``buffer`` as far as one receive goes; 0 at the body's end; TransportError if it breaks."""
 
     def finish(self) -> None:
         """Done with it: keep the connection for reuse only if the body was read to its end."""
 
 
 class ByteTransport(Protocol):
-    """Opens GET requests for bytes, blocking (called from worker threads)."""
+    """Opens GET requests for bytes: blocking (from worker threads), or on the trio thread."""
 
     def open(self, url: str, headers: Mapping[str, str], timeout: float) -> ByteResponse: ...
+
+    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float) -> HereResponse | None:
+        """The response, read on the trio thread; None where only ``open`` can (a proxy, a chunked body)."""
+
+    def close_here(self) -> None:
+        """Close what ``open_here`` kept for this trio run."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,14 +118,6 @@ class _Response:
     def readinto(self, buffer: memoryview) -> int:
         try:
             return self._resp.readinto(buffer) or 0
-        except (http.client.HTTPException, OSError) as exc:
-            raise TransportError(f"body broke off ({type(exc).__name__})") from None
-
-    def read(self, size: int) -> bytes:
-        """One object, filled by the socket directly: its pages are first touched while the
-        GIL is released (a copy made afterwards would touch them holding it)."""
-        try:
-            return self._resp.read(size)
         except (http.client.HTTPException, OSError) as exc:
             raise TransportError(f"body broke off ({type(exc).__name__})") from None
 
@@ -169,6 +177,7 @@ class HttpTransport:
     ``ProxyManager`` does the tunnelling. The environment's proxies are read once."""
 
     def __init__(self) -> None:
+        self._here: trio.lowlevel.RunVar[wire.TrioTransport] = trio.lowlevel.RunVar("artifactfs.wire")
         self._proxies = urllib.request.getproxies_environment()
         self._managers: dict[str, urllib3.ProxyManager] = {}
         self._origins: dict[tuple[str, str], _Origin | str] = {}
@@ -199,6 +208,23 @@ class HttpTransport:
             return self._direct(route, target, headers, timeout)
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}") from None
+
+    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float) -> wire.Response | None:
+        """A direct origin's answer read on the trio thread (``wire``); None through a proxy."""
+        if isinstance(self._route(url), str):
+            return None
+        try:
+            here = self._here.get()
+        except LookupError:
+            here = wire.TrioTransport(ssl_context, USER_AGENT, CONNECT_TIMEOUT)
+            self._here.set(here)
+        return await here.open(url, headers, timeout)
+
+    def close_here(self) -> None:
+        try:
+            self._here.get().close()
+        except LookupError:
+            pass
 
     @staticmethod
     def _direct(origin: _Origin, target: str, headers: Mapping[str, str], timeout: float) -> ByteResponse:

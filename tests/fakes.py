@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import httpx
+import trio
 
 from artifactfs.emulator import routes, storage
 from artifactfs.emulator.server import (BlobReply, OriginSettings, RangeNotSatisfiable, Reply, Request, RequestLog,
@@ -87,26 +88,35 @@ class _Body:
         self._pos += n
         return n
 
-    def read(self, size: int) -> bytes:
-        buffer = memoryview(bytearray(size))
-        got = 0
-        while got < size and (n := self.readinto(buffer[got:])):
-            got += n
-        return bytes(buffer[:got])
-
     def finish(self) -> None:
         pass
+
+
+class _HereBody:
+    """``_Body`` read as on the trio thread (``wire.Response``)."""
+
+    def __init__(self, body: _Body) -> None:
+        self.body, self.status, self.headers = body, body.status, body.headers
+
+    async def readinto(self, buffer: memoryview) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.body.readinto(buffer)
+
+    def finish(self) -> None:
+        self.body.finish()
 
 
 @dataclass
 class ByteTransport:
     """Byte requests answered by the origin as a server would: Range → 206/416, or the whole
     body when the route ignores Range, without a length when it is chunked. ``failures`` maps a
-    call number (1-based) to what goes wrong with it; ``cap`` limits every 206 (servers may)."""
+    call number (1-based) to what goes wrong with it; ``cap`` limits every 206 (servers may);
+    ``gate`` holds answers on the trio thread until it is set."""
 
     origin: InProcessOrigin
     failures: dict[int, Failure] = field(default_factory=dict)
     cap: int | None = None
+    gate: trio.Event | None = None
     calls: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,6 +132,19 @@ class ByteTransport:
         if isinstance(reply, Reply):
             return _Body(reply.status, {k.lower(): v for k, v in reply.headers.items()}, memoryview(reply.body), None)
         return self._blob(reply, self.origin.settings(url), headers.get("Range"), failure.after if failure else None)
+
+    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float) -> _HereBody | None:
+        """As ``wire`` answers: a body without a length (chunked) is left to ``open``. With a
+        ``gate``, the answer waits until it is set (a request held in flight)."""
+        if self.gate is not None:
+            await self.gate.wait()
+        body = self.open(url, headers, timeout)
+        if body.status in (200, 206) and "content-length" not in body.headers:
+            return None
+        return _HereBody(body)
+
+    def close_here(self) -> None:
+        pass
 
     def _blob(self, reply: BlobReply, settings: OriginSettings, wanted: str | None, cut: int | None) -> _Body:
         """As ``serve_blob`` answers: the origin's switches only take Range and lengths away."""

@@ -19,6 +19,7 @@ from typing import AsyncIterator
 import hypothesis.strategies as st
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 
 from artifactfs import blockcache, engine
@@ -86,16 +87,6 @@ async def read_range_of(core: Core, fh: int, offset: int, size: int) -> bytes:
     return bytes(await core.read(fh, offset, size))
 
 
-async def read_lent(core: Core, fh: int, offset: int, size: int) -> bytes:
-    """A read as a blocking front end (fsspec) makes it: a claim is fetched in a thread of its own."""
-    got = await core.read_here(fh, offset, size)
-    if isinstance(got, engine.Claim):
-        claim = got
-        got = await trio.to_thread.run_sync(
-            claim.fetch, lambda tried: trio.from_thread.run(core.finish_claim, claim, tried))
-    return bytes(got)
-
-
 FILE = f"sigmic/{TASK}/{PATH}"
 
 
@@ -118,60 +109,54 @@ async def test_a_directory_opened_again_hands_out_the_same_entries_until_its_lis
         assert core.readdir(first) is entries  # an open handle keeps its snapshot
 
 
-async def test_a_claim_is_fetched_by_its_caller_and_its_blocks_serve_the_next_reads(tmp_path: Path) -> None:
-    world, blob = world_with(16 * BLOCK + 10)
+async def test_a_read_after_a_seek_fetches_its_blocks_itself_and_others_wait_for_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    k = engine.SEQUENTIAL_SLACK // BLOCK + 4  # far enough from the start to be a seek
+    world, blob = world_with((k + 4) * BLOCK + 10)
+    tasks: list[tuple[int, int]] = []
+    start_task = engine.Engine._start
+    monkeypatch.setattr(engine.Engine, "_start", lambda self, content, start, end, *args, **kwargs: (
+        tasks.append((start, end)), start_task(self, content, start, end, *args, **kwargs))[1])
     async with running(world, tmp_path) as (core, transport):
         opened = await core.open_path(FILE)
-        at = 12 * BLOCK + 5  # a seek: no readahead
-        claim = await core.read_here(opened.fh, at, BLOCK)
-        assert isinstance(claim, engine.Claim) and (claim.start, claim.end) == (12, 14)
-        waited: list[bytes] = []
+        at = k * BLOCK + 5  # a seek: no readahead
+        got: dict[int, bytes] = {}
 
-        async def waiter() -> None:  # the claimed blocks are in flight: another reader waits for them
-            waited.append(await read_lent(core, opened.fh, at, 10))
+        async def read(offset: int, size: int) -> None:
+            got[size] = await read_range_of(core, opened.fh, offset, size)
 
+        transport.gate = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(waiter)
-            await trio.sleep(0.01)
-            assert not waited
-            assert bytes(await trio.to_thread.run_sync(claim.fetch, None)) == blob.read(at, BLOCK)
-        assert waited == [blob.read(at, 10)]
-        again = await core.read_here(opened.fh, 12 * BLOCK, 2 * BLOCK)  # in memory (and readahead starts)
-        assert not isinstance(again, engine.Claim) and bytes(again) == blob.read(12 * BLOCK, 2 * BLOCK)
-        assert await read_lent(core, opened.fh, 16 * BLOCK, 100) == blob.read(16 * BLOCK, 10)  # the end
+            nursery.start_soon(read, at, BLOCK)  # a claim: this read fetches blocks k, k + 1 itself
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(read, at, 10)  # they are on their way: it waits for them
+            await trio.testing.wait_all_tasks_blocked()
+            assert not got
+            transport.gate.set()
+        assert got == {BLOCK: blob.read(at, BLOCK), 10: blob.read(at, 10)}
+        assert transport.ranges("/download") == [f"bytes={k * BLOCK}-{(k + 2) * BLOCK - 1}"]
+        assert tasks == []  # no fetch task: the claiming read fetched them
+        again = await read_range_of(core, opened.fh, k * BLOCK, 2 * BLOCK)  # in memory (and readahead starts)
+        assert again == blob.read(k * BLOCK, 2 * BLOCK)
+        assert await read_range_of(core, opened.fh, (k + 4) * BLOCK, 100) == blob.read((k + 4) * BLOCK, 10)  # the end
         core.release(opened.fh)
         await core.engine.settled()
         assert not core.engine._working
-        assert transport.ranges("/download") == [f"bytes={12 * BLOCK}-{14 * BLOCK - 1}",
-                                                 f"bytes={14 * BLOCK}-{16 * BLOCK + 9}"]
-        whole = await core.open_path(FILE)  # a sequential reader reads with readahead, not claims
-        assert await core.read_here(whole.fh, 0, BLOCK) is not None
-        assert not isinstance(await core.read_here(whole.fh, BLOCK, BLOCK), engine.Claim)
-        core.release(whole.fh)
+        assert transport.ranges("/download") == [f"bytes={k * BLOCK}-{(k + 2) * BLOCK - 1}",
+                                                 f"bytes={(k + 2) * BLOCK}-{(k + 4) * BLOCK + 9}"]
 
 
-async def test_a_claim_on_a_whole_file_hands_over_the_fetched_object_and_resumes_a_cut(tmp_path: Path) -> None:
+async def test_a_small_file_read_whole_is_one_request_and_a_cut_resumes_where_it_stopped(tmp_path: Path) -> None:
     world, blob = world_with(3 * BLOCK + 10)
-    async with running(world, tmp_path / "clean") as (core, _):
-        opened = await core.open_path(FILE)
-        claim = await core.read_here(opened.fh, 0, 3 * BLOCK + 10)
-        assert isinstance(claim, engine.Claim) and claim.sink.take_whole
-        data = await trio.to_thread.run_sync(claim.fetch, None)
-        assert type(data) is bytes and data == blob.read_all()
-        span = core.engine.window.get((claim.content.hash, 3))
-        assert span is not None and span.base.obj is data  # one object: no copy for the reader
-        core.release(opened.fh)
     transport = ByteTransport(InProcessOrigin(world), failures={1: Failure("cut", after=BLOCK + 7)})
-    async with running(world, tmp_path / "cut", transport) as (core, bytes_):
+    async with running(world, tmp_path, transport) as (core, bytes_):
         opened = await core.open_path(FILE)
-        assert await read_lent(core, opened.fh, 0, 3 * BLOCK + 10) == blob.read_all()
+        assert await read_range_of(core, opened.fh, 0, 3 * BLOCK + 10) == blob.read_all()
         core.release(opened.fh)
-    # taken whole: again from the start (up to the size the first answer told)
-    assert bytes_.ranges("/download") == [f"bytes=0-{4 * BLOCK - 1}", f"bytes=0-{3 * BLOCK + 9}"]
+    assert bytes_.ranges("/download") == [f"bytes=0-{4 * BLOCK - 1}", f"bytes={BLOCK + 7}-{4 * BLOCK - 1}"]
 
 
-@pytest.mark.parametrize("lent", [True, False], ids=["caller's thread", "worker thread"])
-async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_path: Path, lent: bool) -> None:
+async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_path: Path) -> None:
     world = Emulator()
     blob = PatternBlob(8 * MIB, 9)
     world.put_gumloop_artifact("agent_x", "big.bin", blob)
@@ -180,8 +165,7 @@ async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_pa
     async with running(world, tmp_path, transport) as (core, bytes_):
         opened = await core.open_path("gumloop/agent_x/latest/big.bin")
         at = 6 * MIB  # a seek: the claim is this one block
-        read = read_lent if lent else read_range_of  # fsspec, or the mount (the claim fetched in a worker)
-        assert await read(core, opened.fh, at + 5, 1000) == blob.read(at + 5, 1000)
+        assert await read_range_of(core, opened.fh, at + 5, 1000) == blob.read(at + 5, 1000)
         core.release(opened.fh)
     assert [rng for _, rng in bytes_.calls] == [f"bytes={at}-{at + BLOCK - 1}",
                                                 f"bytes={at + 100_000}-{at + BLOCK - 1}",
@@ -190,21 +174,22 @@ async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_pa
     assert len(downloads) == 1  # a new URL after the refusal
 
 
-async def test_a_claim_on_a_server_ignoring_range_keeps_only_its_blocks(tmp_path: Path) -> None:
+async def test_a_claim_on_a_server_ignoring_range_hands_over_the_blocks_it_passes(tmp_path: Path) -> None:
     world = Emulator()
     data = PatternBlob(12 * BLOCK + 99, 4).read_all()
     world.put_plangrep_job("job_unsized", "completed", {"out/a.bin": data})  # no size, Range ignored
     async with running(world, tmp_path) as (core, transport):
         path = "plangrep/job_unsized/out/a.bin"
         opened = await core.open_path(path)
-        claim = await core.read_here(opened.fh, 10 * BLOCK, 100)
-        assert isinstance(claim, engine.Claim)
-        assert bytes(await trio.to_thread.run_sync(claim.fetch, None)) == data[10 * BLOCK:10 * BLOCK + 100]
-        assert list(claim.sink.kept) == [10]  # the rest arrived as it passed
-        assert await read_lent(core, opened.fh, 12 * BLOCK, 1000) == data[12 * BLOCK:]
+        assert await read_range_of(core, opened.fh, 10 * BLOCK, 100) == data[10 * BLOCK:10 * BLOCK + 100]
+        assert await read_range_of(core, opened.fh, 2 * BLOCK, 1000) == data[2 * BLOCK:2 * BLOCK + 1000]
+        assert await read_range_of(core, opened.fh, 12 * BLOCK, 1000) == data[12 * BLOCK:]
         core.release(opened.fh)
         assert await read_all(core, path) == data
-        assert len(transport.ranges("/artifact")) == 1
+        # the trio thread leaves the whole body to a worker thread (asked again), which hands
+        # over every block as it passes: nothing more is asked
+        first, *others = transport.ranges("/artifact")
+        assert others == [first]
 
 
 async def test_a_cut_body_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -322,7 +307,8 @@ async def test_a_known_size_served_whole_and_chunked_keeps_its_last_block(tmp_pa
     async with running(world, tmp_path) as (core, transport):
         assert await read_all(core, FILE) == blob.read_all()
         assert await read_range(core, FILE, 3 * BLOCK, 2000) == blob.read(3 * BLOCK, 2000)
-        assert len(transport.ranges("/download")) == 1
+        first, *others = transport.ranges("/download")
+        assert others == [first]  # the trio thread leaves a whole body to a worker thread, once
     async with running(world, tmp_path) as (core, transport):  # again, from the disk cache
         assert await read_range(core, FILE, 3 * BLOCK, 2000) == blob.read(3 * BLOCK, 2000)
         assert transport.ranges("/download") == []
@@ -385,8 +371,7 @@ async def test_random_concurrent_reads_with_failures_are_exact(tmp_path_factory:
         handles = [await core.open_path(FILE) for _ in range(4)]
 
         async def reader(n: int, index: int, offset: int, length: int) -> None:
-            fh = handles[index].fh  # handles 2 and 3 read as fsspec does: claims fetched in threads
-            got[n] = await read_lent(core, fh, offset, length) if index >= 2 else bytes(await core.read(fh, offset, length))
+            got[n] = bytes(await core.read(handles[index].fh, offset, length))
 
         async with trio.open_nursery() as nursery:
             for n, (index, offset, length) in enumerate(reads):

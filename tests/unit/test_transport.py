@@ -1,5 +1,6 @@
-"""Both HTTP paths (httpx for the API, http.client/urllib3 for bytes) honour the same proxy and
-CA environment, and the byte path keeps its connections.
+"""Every HTTP path (httpx for the API; for bytes, http.client/urllib3 in threads and ``wire``
+on the trio thread) honours the same proxy and CA environment, and the byte paths keep their
+connections.
 
 Behind a proxy or a private CA, listings that work while every read fails is the worst case:
 here a real forward proxy and a real TLS server on 127.0.0.1 check each path.
@@ -129,6 +130,21 @@ def read_bytes(url: str) -> bytes:
     return bytes(buffer[:n])
 
 
+async def read_here(url: str, byte_transport: HttpTransport | None = None) -> bytes | None:
+    """The body as ``wire`` reads it on the trio thread; None where it leaves it to a thread."""
+    resp = await (byte_transport or HttpTransport()).open_here(url, {}, timeout=5)
+    if resp is None:
+        return None
+    buffer = memoryview(bytearray(100))
+    got = 0
+    try:
+        while n := await resp.readinto(buffer[got:]):
+            got += n
+    finally:
+        resp.finish()
+    return bytes(buffer[:got])
+
+
 async def read_api(url: str) -> bytes:
     async with api_client(5, 5) as client:
         return (await client.get(url)).content
@@ -140,6 +156,7 @@ async def test_both_paths_go_through_the_proxy_the_environment_names(
     monkeypatch.setenv(variable, proxy)
     assert await read_api(origin + "/api") == BODY
     assert await trio.to_thread.run_sync(read_bytes, origin + "/bytes") == BODY
+    assert await read_here(origin + "/here") is None  # a tunnel is the threaded path's
     assert [urllib.parse.urlsplit(url).path for url in Proxy.seen] == ["/api", "/bytes"]
 
 
@@ -148,6 +165,7 @@ async def test_no_proxy_exempts_a_host_on_both_paths(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert await read_api(origin + "/api") == BODY
     assert await trio.to_thread.run_sync(read_bytes, origin + "/bytes") == BODY
+    assert await read_here(origin + "/here") == BODY
     assert Proxy.seen == []
 
 
@@ -158,19 +176,15 @@ async def test_a_private_ca_from_the_environment_is_trusted_on_both_paths(
         await read_api(tls_origin + "/api")
     with pytest.raises(TransportError):
         await trio.to_thread.run_sync(read_bytes, tls_origin + "/bytes")
+    with pytest.raises(TransportError):
+        await read_here(tls_origin + "/here")
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
     monkeypatch.setenv(variable, str(bundle))
     transport.ssl_context.cache_clear()
     assert await read_api(tls_origin + "/api") == BODY
     assert await trio.to_thread.run_sync(read_bytes, tls_origin + "/bytes") == BODY
-
-
-def test_a_body_read_whole_comes_as_one_object_ending_at_the_body_end(origin: str) -> None:
-    resp = HttpTransport().open(origin + "/bytes", {}, timeout=5)
-    assert resp.read(len(BODY) + 100) == BODY
-    assert resp.read(10) == b""
-    resp.finish()
+    assert await read_here(tls_origin + "/here") == BODY
 
 
 def test_connections_are_kept_and_one_the_server_closed_is_replaced_quietly() -> None:
@@ -180,8 +194,9 @@ def test_connections_are_kept_and_one_the_server_closed_is_replaced_quietly() ->
 
         def read(path: str) -> bytes:
             resp = byte_transport.open(base + path, {"Range": "bytes=0-"}, timeout=5)
+            buffer = memoryview(bytearray(100))
             try:
-                return resp.read(100)
+                return bytes(buffer[:resp.readinto(buffer)])
             finally:
                 resp.finish()
 
@@ -190,3 +205,51 @@ def test_connections_are_kept_and_one_the_server_closed_is_replaced_quietly() ->
         assert read("/b") == BODY
     first, second, third = Counting.peers
     assert first == second != third
+
+
+async def test_the_trio_path_keeps_connections_and_replaces_one_the_server_closed() -> None:
+    Counting.peers = []
+    for base in serve(Counting):
+        byte_transport = HttpTransport()
+        assert await read_here(base + "/a", byte_transport) == await read_here(base + "/then-close", byte_transport)
+        await trio.sleep(0.2)  # the server closes the kept connection meanwhile
+        assert await read_here(base + "/b", byte_transport) == BODY
+        byte_transport.close_here()
+    first, second, third = Counting.peers
+    assert first == second != third
+
+
+class Raw(BaseHTTPRequestHandler):
+    """Answers written byte for byte, as servers the docs leave room for may send them."""
+
+    answers = {
+        "/lower": b"HTTP/1.1 206 Partial Content\r\ncontent-range: bytes 0-14/15\r\nx-a: 1\r\nX-A: 2\r\n"
+                  b"content-length: 15\r\n\r\n" + BODY,
+        "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n" + BODY,
+        "/http10": b"HTTP/1.0 200 OK\r\n\r\n" + BODY,
+        "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n" + BODY + b"\r\n0\r\n\r\n",
+        "/short": b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nConnection: close\r\n\r\n" + BODY,
+        "/garbage": b"not http at all\r\n\r\n",
+    }
+
+    def do_GET(self) -> None:
+        self.wfile.write(self.answers[self.path])
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_the_trio_path_reads_what_servers_send_and_leaves_chunked_bodies_to_threads() -> None:
+    for base in serve(Raw):
+        resp = await HttpTransport().open_here(base + "/lower", {}, timeout=5)
+        assert resp is not None and resp.status == 206
+        assert resp.headers["content-range"] == "bytes 0-14/15" and resp.headers["x-a"] == "1, 2"
+        resp.finish()
+        assert await read_here(base + "/continue") == BODY
+        assert await read_here(base + "/http10") == BODY  # no length: the body ends with the connection
+        assert await read_here(base + "/chunked") is None
+        with pytest.raises(TransportError, match="broke off"):
+            await read_here(base + "/short")
+        with pytest.raises(TransportError):
+            await read_here(base + "/garbage")
