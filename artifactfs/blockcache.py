@@ -11,8 +11,8 @@ so several processes share it).
   content, index, length) and its payload its checksum; a hole, a torn write or anything else
   is a miss, the block is dropped and the log says so. Changing the format or block size
   never serves old blocks.
-- Write-behind: ``store`` queues a block and returns; one writer thread writes blocks with
-  one ``pwritev`` each into files it keeps open, and index rows in batches. A full queue (a
+- Write-behind: ``store`` queues a block and returns; one writer thread writes consecutive
+  blocks with one ``pwritev`` into files it keeps open, and index rows in batches. A full queue (a
   slow disk) drops blocks rather than slowing a read, unless the caller asks to wait (a server
   that ignores Range). ENOSPC, EIO, EROFS or a broken index never fail a read: the block is
   not kept, room is made where eviction can, and the log says so once per condition.
@@ -57,6 +57,7 @@ MAGIC = b"AFSB"
 SLOT = 4096  # the header's room before each payload
 QUEUE_BYTES = 16 << 20
 BATCH_BLOCKS = 64
+IOV_BLOCKS = 256  # blocks per write call: two buffers each, within the system's IOV_MAX (1024)
 BATCH_WAIT = 0.05  # the writer gathers blocks this long: one transaction for many, few wake-ups
 OPEN_FILES = 64
 FLUSH_INTERVAL = 2.0
@@ -395,6 +396,7 @@ class BlockCache:
 
     def _write_batch(self, batch: list[tuple]) -> None:
         rows, totals, drops, trees, touched_trees = [], [], [], [], []
+        blocks: list[tuple[str, int, memoryview]] = []
         now = time.time()
         for content in {item[1] for item in batch if item[0] == "block"} & self._files.keys():
             if os.fstat(self._files[content]).st_nlink == 0:  # cleared under us: start a new file
@@ -402,12 +404,7 @@ class BlockCache:
         for item in batch:
             kind = item[0]
             if kind == "block":
-                _, content, index, payload = item
-                if self._write_block(content, index, payload):
-                    rows.append((content, index, len(payload), now))
-                with self._cond:
-                    self._queued -= len(payload)
-                    self._cond.notify_all()
+                blocks.append(item[1:])
             elif kind == "total":
                 totals.append(item[1:])
             elif kind == "drop":
@@ -416,19 +413,30 @@ class BlockCache:
                 trees.append((item[1], item[2], now))
             else:
                 touched_trees.append((now, item[1]))
+        for content, first, payloads in _runs(blocks, self.block_size):
+            if self._write_run(content, first, payloads):
+                rows += [(content, first + i, len(payload), now) for i, payload in enumerate(payloads)]
+        if blocks:
+            with self._cond:
+                self._queued -= sum(len(payload) for _, _, payload in blocks)
+                self._cond.notify_all()
         if rows or totals or drops or trees or touched_trees:
             self._held.update(content for content, _, _, _ in rows)
             self._index(rows, totals, drops, trees, touched_trees)
 
-    def _write_block(self, content: str, index: int, payload: memoryview) -> bool:
-        """Write one block at its place in its content's file; False if the disk refused."""
+    def _write_run(self, content: str, first: int, payloads: list[memoryview]) -> bool:
+        """Write consecutive blocks at their place in their content's file, in one call;
+        False if the disk refused."""
         if time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
             return False
-        header = encode_header(content, index, payload, self.block_size)
+        parts: list[bytes | memoryview] = []
+        for index, payload in enumerate(payloads, first):
+            parts += [encode_header(content, index, payload, self.block_size), payload]
+        size = sum(len(part) for part in parts)
         for attempt in range(2):
             try:
                 fd = self._file(content)
-                if os.pwritev(fd, [header, payload], index * self.stride) != len(header) + len(payload):
+                if os.pwritev(fd, parts, first * self.stride) != size:
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 self._once.clear("disk")
                 return True
@@ -602,6 +610,23 @@ class BlockCache:
         with self._db_lock, self._reader_lock:
             self._db.close()
             self._reader.close()
+
+
+def _runs(blocks: list[tuple[str, int, memoryview]], block_size: int) -> Iterator[tuple[str, int, list[memoryview]]]:
+    """Queued blocks as runs of consecutive blocks of one content: (content, first index,
+    payloads), each run written where its first block goes. Only a full block is followed
+    by another in a run (the next block's slot starts where it ends)."""
+    run: tuple[str, int, list[memoryview]] | None = None
+    for content, index, payload in blocks:
+        if (run is not None and run[0] == content and run[1] + len(run[2]) == index
+                and len(run[2][-1]) == block_size and len(run[2]) < IOV_BLOCKS):
+            run[2].append(payload)
+            continue
+        if run is not None:
+            yield run
+        run = (content, index, [payload])
+    if run is not None:
+        yield run
 
 
 def _data_files(root: Path) -> Iterator[Path]:

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("artifactfs.engine")
 
-BLOCK_SIZE = 256 << 10
+BLOCK_SIZE = 128 << 10
 FIRST_WINDOW = (1 << 20) // BLOCK_SIZE  # blocks a first read at offset 0 fetches (head -c stays small)
 MAX_WINDOW = (16 << 20) // BLOCK_SIZE  # per sequential reader
 MEMORY_BYTES = 24 << 20  # the window of recent blocks

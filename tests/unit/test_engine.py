@@ -322,14 +322,18 @@ async def test_a_server_capping_every_range_is_followed_to_the_end(tmp_path: Pat
 
 
 async def test_a_full_failing_cache_disk_never_fails_a_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(fd: int, buffers: list) -> int:
+    writes: list[int] = []
+
+    def full(fd: int, buffers: list, offset: int) -> int:
+        writes.append(offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "writev", full)
+    monkeypatch.setattr(os, "pwritev", full)
     world, blob = world_with(3 * MIB)
     async with running(world, tmp_path) as (core, _):
         assert await read_all(core, FILE) == blob.read_all()
         assert await read_all(core, FILE) == blob.read_all()
+    assert writes  # the disk was tried, and refused
 
 
 async def test_a_damaged_block_on_disk_is_fetched_again(tmp_path: Path) -> None:
