@@ -1,11 +1,10 @@
 """A bare fsspec file system over nginx: the floor of "a trio core on its own thread that the
-caller asks once per read, the bytes fetched in the caller's thread", which is how
-``artifactfs://`` reads a block it lacks.
+caller asks once per read, the bytes fetched there", which is how ``artifactfs://`` reads.
 
 ``fsspec.filesystem("baretrio")`` (registered on import): each ``cat_file`` makes one trip to a
-trio thread (``trio.from_thread.run``, which only answers), then fetches exactly the bytes
-asked for with one GET in its own thread, on artifactfs's byte transport: the hand-offs of
-artifactfs's fsspec front end, without its namespace, blocks or cache. Paths are nginx URLs.
+trio thread (``trio.from_thread.run``), which fetches exactly the bytes asked for with one GET,
+on artifactfs's byte transport: the hand-offs of artifactfs's fsspec front end, without its
+namespace, blocks or cache. Paths are nginx URLs.
 """
 
 from __future__ import annotations
@@ -46,16 +45,11 @@ class BareTrioFileSystem(AbstractFileSystem):
         return path  # the paths are URLs
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
-        return bytes(self._get(trio.from_thread.run(self._where, path, trio_token=self._token), start, end))
+        return bytes(trio.from_thread.run(self._get, path, start, end, trio_token=self._token))
 
-    @staticmethod
-    async def _where(url: str) -> str:
-        """The trip to the trio thread (artifactfs looks the path up and claims the blocks there)."""
-        return url
-
-    def _get(self, url: str, start: int | None, end: int | None) -> memoryview:
+    async def _get(self, url: str, start: int | None, end: int | None) -> memoryview:
         """One GET (ranged if asked), its body read into one buffer."""
-        status, buf = get_into(self._transport, url, start, None if start is None or end is None else end - start)
+        status, buf = await get_into(self._transport, url, start, None if start is None or end is None else end - start)
         if status not in (200, 206):
             raise OSError(f"{url}: HTTP {status}")
         return buf

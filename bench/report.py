@@ -151,8 +151,9 @@ READING_NOTES = [
     "range for random reads, and `cat_file` of each 1 MiB file from 8 threads; their RSS and CPU are "
     "those of the reading process itself.",
     "`bare trio fsspec` is the floor of artifactfs's fsspec design: each `cat_file` makes one trip to a trio "
-    "thread, then fetches exactly the bytes asked for with one GET in its own thread (`bench/barefsspec.py`: "
-    "no namespace, blocks or cache). Both bare file systems read with artifactfs's byte transport.",
+    "thread, which fetches exactly the bytes asked for with one GET (`bench/barefsspec.py`: no namespace, "
+    "blocks or cache). Both bare file systems read on the trio thread with artifactfs's byte transport "
+    "(`wire`), as artifactfs reads a range up to 1 MiB.",
 ]
 
 
