@@ -56,7 +56,7 @@ HEADER = struct.Struct("<4sHHIQI20sQ16x")  # magic, format, flags, block size, i
 MAGIC = b"AFSB"
 SLOT = 4096  # the header's room before each payload
 QUEUE_BYTES = 16 << 20
-BATCH_BLOCKS = 64
+BATCH_BYTES = 16 << 20  # the writer takes this much at a time: one transaction, few wake-ups
 IOV_BLOCKS = 256  # blocks per write call: two buffers each, within the system's IOV_MAX (1024)
 BATCH_WAIT = 0.05  # the writer gathers blocks this long: one transaction for many, few wake-ups
 OPEN_FILES = 64
@@ -204,6 +204,7 @@ class BlockCache:
         self.max_size = max_size
         self.block_size = block_size
         self.stride = SLOT + block_size
+        self._batch = max(1, BATCH_BYTES // block_size)  # blocks the writer takes at a time
         directory.mkdir(parents=True, exist_ok=True)
         self._db = _open_index(directory, block_size)
         self._db_lock = threading.Lock()
@@ -299,7 +300,7 @@ class BlockCache:
                 return False
             self._queue.append(("block", content, index, payload))
             self._queued += size
-            if len(self._queue) in (1, BATCH_BLOCKS):  # wake the writer: it gathers for BATCH_WAIT
+            if len(self._queue) in (1, self._batch):  # wake the writer: it gathers for BATCH_WAIT
                 self._cond.notify()
         return True
 
@@ -335,9 +336,9 @@ class BlockCache:
         flushed = time.monotonic()
         while True:
             with self._cond:
-                if len(self._queue) < BATCH_BLOCKS and not self._stopping:
+                if len(self._queue) < self._batch and not self._stopping:
                     self._cond.wait(BATCH_WAIT if self._queue else FLUSH_INTERVAL)
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH_BLOCKS))]
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._batch))]
                 stopping = self._stopping and not self._queue
                 self._busy = True
             try:

@@ -540,12 +540,14 @@ class Engine:
     async def _fetch(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int, *,
                      sink: _BlockSink | None = None) -> FsError | None:
         """Fetch blocks ``[start, end)`` (the HTTP layer retries, resumes and re-resolves); the
-        error its waiters got, if it failed."""
+        error its waiters got, if it failed. A claim's (its ``sink``) is read where it can be
+        on the trio thread: its reader waits for exactly it."""
         error: FsError | None = None
         sink = sink or _BlockSink(self, content, start, end, trio.lowlevel.current_trio_token())
         try:
             await content.provider.http.fetch(lambda refresh: self._source(content, refresh),
-                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink)
+                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink,
+                                              here=sink.keep)
         except FsError as exc:
             error = exc
             log.debug("%s: fetch of blocks %d-%d failed: %s", content.id.provider, start, end - 1, exc)

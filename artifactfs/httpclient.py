@@ -1,5 +1,6 @@
-"""The one HTTP layer: provider API calls (httpx) and byte ranges (``transport``: ranges up to
-``HERE_MAX`` on the trio thread with ``wire``, larger ones and whole bodies in worker threads).
+"""The one HTTP layer: provider API calls (httpx) and byte ranges (``transport``: a range a
+reader waits for, up to ``HERE_MAX``, on the trio thread with ``wire``; readahead, larger
+ranges and whole bodies in worker threads).
 
 Why two clients: httpx is trio-native and right for small JSON, but streams bytes at about a
 tenth of what loopback allows; ``http.client``'s ``readinto`` reaches machine speed (DESIGN.md),
@@ -233,7 +234,7 @@ class HttpClient:
     # ---- bytes -------------------------------------------------------------------------------
 
     async def fetch(self, source: SourceFn, start: int, end: int | None, sink: Sink, *,
-                    deadline: float | None = None) -> None:
+                    deadline: float | None = None, here: bool = False) -> None:
         """Stream bytes ``[start, end)`` (to the end of the file if ``end`` is None) into ``sink``.
 
         Transient failures (connection errors, 408/429/5xx, a body cut short, a 206 that is not
@@ -241,7 +242,9 @@ class HttpClient:
         attempt that made progress resets the count. A refused signed URL is resolved again
         (``source(True)``), at most ``MAX_RESOLVES`` times. A 206 shorter than asked (servers
         may cap ranges) is followed by a request for the rest. Everything is bounded by one
-        deadline (default: the client's).
+        deadline (default: the client's). ``here``: a reader waits for exactly this fetch, so
+        a range up to ``HERE_MAX`` is read on the trio thread (no thread to hop to and back);
+        readahead goes to worker threads, which receive beside the trio thread's other work.
         """
         where, reason = self.provider, "no answer"
         pos, failures, resolves, refresh = start, 0, 0, False
@@ -252,7 +255,7 @@ class HttpClient:
                 refresh = False
                 where = f"{self.provider}: {url_path(current.url)}"
                 try:
-                    pos, done = await self._attempt(current, pos, end, sink)
+                    pos, done = await self._attempt(current, pos, end, sink, here)
                     if done:
                         return
                     failures = 0
@@ -271,10 +274,10 @@ class HttpClient:
                     refresh = True
         raise RemoteError(f"{where}: gave up after {limit:.0f} s ({reason}, at byte {pos})")
 
-    async def _attempt(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
-        """One attempt: on the trio thread for a range up to ``HERE_MAX``, else (or where the
-        trio thread cannot) in a worker thread."""
-        if end is not None and end - pos <= HERE_MAX and (origin := origin_of(source.url)) not in self._threaded:
+    async def _attempt(self, source: Source, pos: int, end: int | None, sink: Sink, here: bool) -> tuple[int, bool]:
+        """One attempt: on the trio thread (``here``) for a range up to ``HERE_MAX``, else (or
+        where the trio thread cannot) in a worker thread."""
+        if here and end is not None and end - pos <= HERE_MAX and (origin := origin_of(source.url)) not in self._threaded:
             done = await self.attempt_here(source, pos, end, sink)
             if done is not None:
                 return done

@@ -3,9 +3,9 @@
 A ranged GET handed to a worker thread crosses threads twice and goes through
 ``http.client``, whose header parsing (the ``email`` package) and buffered reader cost more
 than nginx takes to answer a small range: a 256 KiB range took ~380 µs that way here, and
-~170 µs read on the trio thread itself (4 KiB: ~300 and ~105 µs). So ranges up to a size
-(``HttpClient``) are fetched here, the body read in place into the caller's buffers
-(``recv_into``) on plain HTTP, through ``trio.SSLStream`` on HTTPS.
+~170 µs read on the trio thread itself (4 KiB: ~300 and ~105 µs). So a range a reader waits
+for, up to a size (``HttpClient``), is fetched here, the body read in place into the caller's
+buffers (``recv_into``) on plain HTTP, through ``trio.SSLStream`` on HTTPS.
 
 What this module reads is only what a ranged GET needs: a status line, headers, and a body
 framed by ``Content-Length`` (or ended by the close of the connection). A chunked body, or
@@ -186,7 +186,8 @@ class TrioTransport:
     async def open(self, url: str, headers: Mapping[str, str], timeout: float) -> Response | None:
         """GET ``url`` (http or https): the response once its head is in, or None for a body
         not framed by ``Content-Length`` (chunked), left to the threaded transport. A kept
-        connection the server closed meanwhile is replaced once, quietly (a GET may be sent again)."""
+        connection the server closed meanwhile (no answer, or a reset) is replaced once,
+        quietly (a GET may be sent again)."""
         parts = urlsplit(url)
         scheme, host = parts.scheme, parts.hostname or ""
         port = parts.port or (443 if scheme == "https" else 80)
@@ -205,11 +206,11 @@ class TrioTransport:
             try:
                 await conn.send_all(request)
                 return await _response(origin, conn)
-            except _Stale:
+            except (_Stale, ConnectionError) as exc:
                 conn.close()
                 if kept:
                     continue
-                raise TransportError("the server closed the connection") from None
+                raise TransportError(f"the server closed the connection ({type(exc).__name__})") from None
             except FAILURES as exc:
                 conn.close()
                 raise TransportError(type(exc).__name__) from None

@@ -176,14 +176,15 @@ async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_pa
 
 async def test_a_claim_on_a_server_ignoring_range_hands_over_the_blocks_it_passes(tmp_path: Path) -> None:
     world = Emulator()
-    data = PatternBlob(12 * BLOCK + 99, 4).read_all()
+    k = engine.SEQUENTIAL_SLACK // BLOCK + 4  # far enough from the start to be a seek: a claim
+    data = PatternBlob((k + 2) * BLOCK + 99, 4).read_all()
     world.put_plangrep_job("job_unsized", "completed", {"out/a.bin": data})  # no size, Range ignored
     async with running(world, tmp_path) as (core, transport):
         path = "plangrep/job_unsized/out/a.bin"
         opened = await core.open_path(path)
-        assert await read_range_of(core, opened.fh, 10 * BLOCK, 100) == data[10 * BLOCK:10 * BLOCK + 100]
+        assert await read_range_of(core, opened.fh, k * BLOCK, 100) == data[k * BLOCK:k * BLOCK + 100]
         assert await read_range_of(core, opened.fh, 2 * BLOCK, 1000) == data[2 * BLOCK:2 * BLOCK + 1000]
-        assert await read_range_of(core, opened.fh, 12 * BLOCK, 1000) == data[12 * BLOCK:]
+        assert await read_range_of(core, opened.fh, (k + 2) * BLOCK, 1000) == data[(k + 2) * BLOCK:]
         core.release(opened.fh)
         assert await read_all(core, path) == data
         # the trio thread leaves the whole body to a worker thread (asked again), which hands
