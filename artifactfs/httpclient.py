@@ -327,8 +327,8 @@ class HttpClient:
         return url, {k: v for k, v in headers.items() if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
 
     def attempt(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
-        """One request for ``[pos, end)``, blocking (a worker thread, or a blocking caller's
-        own): (next position, finished). A failure worth another attempt raises ``_Retry`` or
+        """One request for ``[pos, end)``, blocking (in a worker thread): (next position,
+        finished). A failure worth another attempt raises ``_Retry`` or
         ``_Refused``, for ``fetch`` to handle."""
         resp, url = self._open(source, _range_headers(source, pos, end), pos)
         try:
