@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
+import mmap
 import os
 import time
 from pathlib import Path
@@ -215,5 +217,54 @@ def test_disk_errors_never_raise_and_are_logged_once(tmp_path: Path, code: int, 
             stored(c, C1, 9)
         assert bytes(load(c, C1, 9)) == bytes(payload(9))
         assert len([r for r in caplog.records if "cannot write" in r.message]) == 1
+    finally:
+        c.close()
+
+
+def page_aligned(seed: int, size: int = BLOCK) -> memoryview:
+    """A payload in an anonymous map, as fetch buffers are: page-aligned."""
+    buffer = mmap.mmap(-1, size)
+    buffer.write(bytes(payload(seed, size)))
+    return memoryview(buffer).toreadonly()
+
+
+def test_full_blocks_in_page_aligned_buffers_are_written_around_the_page_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flags: list[bool] = []
+    write = os.pwritev
+
+    def spying(fd: int, buffers: list, offset: int) -> int:
+        flags.append(bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT))
+        return write(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "pwritev", spying)
+    c = cache(tmp_path)
+    try:
+        assert c.store(C1, 0, page_aligned(0)) and c.store(C1, 1, page_aligned(1))
+        assert c.wait_idle()
+        assert c.store(C1, 2, page_aligned(2, BLOCK - 10))  # the file's short last block
+        assert c.wait_idle()
+        assert [bytes(view) for view in c.load(C1, 0, 3)] == [
+            bytes(payload(0)), bytes(payload(1)), bytes(payload(2, BLOCK - 10))]
+    finally:
+        c.close()
+    assert flags[-1] is False and flags[:-1] and all(flags[:-1])  # one or two calls for the full blocks
+
+
+def test_where_the_file_system_refuses_o_direct_blocks_go_through_the_page_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def no_direct(path: object, flags: int, *args: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_direct)
+    c = cache(tmp_path)
+    try:
+        assert c.store(C1, 0, page_aligned(0)) and c.store(C1, 1, payload(1))
+        assert c.wait_idle()
+        assert [bytes(view) for view in c.load(C1, 0, 2)] == [bytes(payload(0)), bytes(payload(1))]
     finally:
         c.close()
