@@ -18,7 +18,7 @@ import math
 import random
 import time
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, Protocol, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -30,6 +30,7 @@ from .transport import ByteResponse, ByteTransport, HereResponse, TransportError
 from .workers import workers
 
 log = logging.getLogger("artifactfs.http")
+T = TypeVar("T")
 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0  # per attempt; [mount] timeout
@@ -124,6 +125,9 @@ class _Refused(Exception):
         super().__init__(reason)
         self.pos = pos
 
+
+Opener = Callable[[str, Mapping[str, str], float], Awaitable[HereResponse | None]]
+"""``await opener(url, headers, timeout)``: a byte response, or None where it declines (``open_here``)."""
 
 SourceFn = Callable[[bool], Awaitable[Source]]
 """``await source(refresh)``: where the bytes are; ``refresh=True`` after storage refused it."""
@@ -285,187 +289,141 @@ class HttpClient:
         async with self._threads:
             return await workers().run(self.attempt, source, pos, end, sink, abandon_on_cancel=True)
 
-    def _open(self, source: Source, headers: dict[str, str], pos: int) -> tuple[ByteResponse, str]:
-        """The response for ``source``, following redirects (credentials only to our origin)."""
-        url = source.url
-        for _ in range(MAX_REDIRECTS + 1):
-            try:
-                resp = self._bytes.open(url, headers, self.timeout)
-            except TransportError as exc:
-                raise _Retry(str(exc), pos) from None
-            hop = self._redirect(resp, url, headers)
-            if hop is None:
-                return resp, url
-            url, headers = hop
-        raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
-
-    async def _open_here(self, source: Source, headers: dict[str, str],
-                         pos: int) -> tuple[HereResponse, str] | None:
-        """``_open`` on the trio thread; None where only a worker thread can (``open_here``)."""
-        url = source.url
-        for _ in range(MAX_REDIRECTS + 1):
-            try:
-                resp = await self._bytes.open_here(url, headers, self.timeout)
-            except TransportError as exc:
-                raise _Retry(str(exc), pos) from None
-            if resp is None:
-                return None
-            hop = self._redirect(resp, url, headers)
-            if hop is None:
-                return resp, url
-            url, headers = hop
-        raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
-
-    def _redirect(self, resp: ByteResponse | HereResponse, url: str,
-                  headers: dict[str, str]) -> tuple[str, dict[str, str]] | None:
-        """Where a redirect leads, with the headers that may go there; None if ``resp`` is no redirect."""
-        location = resp.headers.get("location")
-        if resp.status not in (301, 302, 303, 307, 308) or not location:
-            return None
-        resp.finish()
-        url = str(httpx.URL(url).join(location))
-        return url, {k: v for k, v in headers.items() if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
-
     def attempt(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool]:
         """One request for ``[pos, end)``, blocking (in a worker thread): (next position,
-        finished). A failure worth another attempt raises ``_Retry`` or
-        ``_Refused``, for ``fetch`` to handle."""
-        resp, url = self._open(source, _range_headers(source, pos, end), pos)
-        try:
-            body = self._answer(resp, url, source, pos, end, sink)
-            if isinstance(body, _Body):
-                return body.outcome(*self._copy(resp, sink, body.pos, body.stop))
-            return body
-        finally:
-            resp.finish()
+        finished). A failure worth another attempt raises ``_Retry`` or ``_Refused``, for
+        ``fetch`` to handle."""
+        done = _blocking(self._attempt_with(self._open_blocking, source, pos, end, sink, whole=True))
+        assert done is not None  # a blocking open never declines
+        return done
 
     async def attempt_here(self, source: Source, pos: int, end: int | None, sink: Sink) -> tuple[int, bool] | None:
         """``attempt`` on the trio thread, for ranges small enough to read there (no thread to
         hop to and back); None, having read nothing, where a worker thread must: through a
         proxy, a chunked body, or a whole body (the server ignored Range: the disk queue may
         make its sink wait). ``fetch`` then asks that origin in worker threads from then on."""
-        opened = await self._open_here(source, _range_headers(source, pos, end), pos)
+        return await self._attempt_with(self._bytes.open_here, source, pos, end, sink, whole=False)
+
+    async def _open_blocking(self, url: str, headers: Mapping[str, str], timeout: float) -> HereResponse:
+        return _Blocking(self._bytes.open(url, headers, timeout))
+
+    async def _attempt_with(self, opener: Opener, source: Source, pos: int, end: int | None, sink: Sink, *,
+                            whole: bool) -> tuple[int, bool] | None:
+        """One request for ``[pos, end)`` through ``opener``, the code of both ``attempt`` and
+        ``attempt_here``; None, having read nothing, where ``opener`` declines or a whole body
+        comes that is not ``whole``'s to read."""
+        headers = {**dict(source.headers), "Range": f"bytes={pos}-{'' if end is None else end - 1}",
+                   "Accept-Encoding": "identity"}
+        opened = await self._open(opener, source, headers, pos)
         if opened is None:
             return None
         resp, url = opened
+        where = f"{self.provider}: {url_path(url)}"
         try:
-            if resp.status == 200:
-                return None
-            body = self._answer(resp, url, source, pos, end, sink)
-            if isinstance(body, _Body):
-                return body.outcome(*await self._copy_here(resp, sink, body.pos, body.stop))
-            return body
+            status = resp.status
+            if status == 416:
+                total = _total_of(resp.headers.get("content-range"))
+                sink.begin(pos, total, True)
+                sink.eof(pos if total is None else min(pos, total))
+                return pos, True
+            if status == 206:
+                try:
+                    first, last, total = _parse_content_range(resp.headers.get("content-range"))
+                except ValueError:
+                    raise _Retry(f"malformed Content-Range {resp.headers.get('content-range')!r}", pos) from None
+                length = _int_or_none(resp.headers.get("content-length"))
+                if first != pos or (total is not None and last >= total) or (
+                        length is not None and length != last - first + 1):
+                    raise _Retry(f"the answer holds bytes {first}-{last}/{total}, not {pos}-", pos)
+                sink.begin(first, total, True)
+                stop = last + 1 if end is None else min(last + 1, end)
+                pos, how = await self._copy(resp, sink, pos, stop)
+                finished = how == "stopped" or (end is not None and pos >= end) or (total is not None and pos >= total)
+                return pos, finished
+            if status == 200:
+                if not whole:
+                    return None
+                total = _int_or_none(resp.headers.get("content-length"))
+                sink.begin(0, total, False)
+                reached, how = await self._copy(resp, sink, 0, total)
+                if how != "stopped":
+                    sink.eof(reached)
+                return max(reached, pos), True
+            if status in REFUSED_BY_STORAGE and not source.headers:
+                raise _Refused(f"storage answered HTTP {status}", pos)
+            if status in TRANSIENT_STATUSES:
+                raise _Retry(f"HTTP {status}", pos, resp.headers.get("retry-after"))
+            raise error_for_status(status)(f"{where}: HTTP {status}")
         finally:
             resp.finish()
 
-    def _answer(self, resp: ByteResponse | HereResponse, url: str, source: Source, pos: int, end: int | None,
-                sink: Sink) -> tuple[int, bool] | _Body:
-        """What a response to a range request means: the body to copy, an attempt's end (a
-        416: the file ends before ``pos``), or the exception (``_Retry``, ``_Refused``, an FsError)."""
-        where = f"{self.provider}: {url_path(url)}"
-        status = resp.status
-        if status == 416:
-            total = _total_of(resp.headers.get("content-range"))
-            sink.begin(pos, total, True)
-            sink.eof(pos if total is None else min(pos, total))
-            return pos, True
-        if status == 206:
+    async def _open(self, opener: Opener, source: Source, headers: dict[str, str],
+                    pos: int) -> tuple[HereResponse, str] | None:
+        """The response for ``source``, following redirects (credentials only to our origin);
+        None where ``opener`` declines."""
+        url = source.url
+        for _ in range(MAX_REDIRECTS + 1):
             try:
-                first, last, total = _parse_content_range(resp.headers.get("content-range"))
-            except ValueError:
-                raise _Retry(f"malformed Content-Range {resp.headers.get('content-range')!r}", pos) from None
-            length = _int_or_none(resp.headers.get("content-length"))
-            if first != pos or (total is not None and last >= total) or (
-                    length is not None and length != last - first + 1):
-                raise _Retry(f"the answer holds bytes {first}-{last}/{total}, not {pos}-", pos)
-            sink.begin(first, total, True)
-            return _Body(sink, pos, last + 1 if end is None else min(last + 1, end), end, total, ranged=True)
-        if status == 200:
-            total = _int_or_none(resp.headers.get("content-length"))
-            sink.begin(0, total, False)
-            return _Body(sink, pos, total, end, total, ranged=False)
-        if status in REFUSED_BY_STORAGE and not source.headers:
-            raise _Refused(f"storage answered HTTP {status}", pos)
-        if status in TRANSIENT_STATUSES:
-            raise _Retry(f"HTTP {status}", pos, resp.headers.get("retry-after"))
-        raise error_for_status(status)(f"{where}: HTTP {status}")
+                resp = await opener(url, headers, self.timeout)
+            except TransportError as exc:
+                raise _Retry(str(exc), pos) from None
+            if resp is None:
+                return None
+            location = resp.headers.get("location")
+            if resp.status not in (301, 302, 303, 307, 308) or not location:
+                return resp, url
+            resp.finish()
+            url = str(httpx.URL(url).join(location))
+            headers = {k: v for k, v in headers.items() if k in ("Range", "Accept-Encoding") or self.own_origin(url)}
+        raise RemoteError(f"{self.provider}: {url_path(url)}: too many redirects")
 
     @staticmethod
-    def _copy(resp: ByteResponse, sink: Sink, pos: int, stop: int | None) -> tuple[int, str]:
+    async def _copy(resp: HereResponse, sink: Sink, pos: int, stop: int | None) -> tuple[int, str]:
         """Body bytes from ``pos`` until ``stop`` (or the body's end) into the sink: the position
         reached, and how: ``"stopped"`` (the sink wanted no more), else the body's end. A body
         that ends before ``stop`` is cut short: retried from where it ended."""
         while stop is None or pos < stop:
-            view = _window(sink, pos, stop)
+            view = sink.window(pos)
             if view is None:
                 return pos, "stopped"
-            try:
-                n = resp.readinto(view)
-            except TransportError as exc:
-                raise _Retry(str(exc), pos) from None
-            if _body_ended(sink, pos, n, stop):
-                return pos, "ended"
-            pos += n
-        return pos, "ended"
-
-    @staticmethod
-    async def _copy_here(resp: HereResponse, sink: Sink, pos: int, stop: int | None) -> tuple[int, str]:
-        """``_copy`` on the trio thread."""
-        while stop is None or pos < stop:
-            view = _window(sink, pos, stop)
-            if view is None:
-                return pos, "stopped"
+            if stop is not None:
+                view = view[:stop - pos]
             try:
                 n = await resp.readinto(view)
             except TransportError as exc:
                 raise _Retry(str(exc), pos) from None
-            if _body_ended(sink, pos, n, stop):
+            if not n:
+                if stop is not None:
+                    raise _Retry(f"the body ended {stop - pos} bytes short", pos)
                 return pos, "ended"
+            sink.wrote(pos, n)
             pos += n
         return pos, "ended"
 
 
-class _Body:
-    """A body to copy into ``sink`` until ``stop`` (None: its end), from the byte asked for
-    (``asked``), or from 0 if it is the whole file (``ranged`` False); and what the attempt
-    then returns (``outcome``)."""
+class _Blocking:
+    """A blocking response seen as one read on the trio thread: its ``readinto`` is awaitable
+    but never suspends, so one attempt's code serves both paths (``_blocking`` runs it)."""
 
-    def __init__(self, sink: Sink, asked: int, stop: int | None, end: int | None, total: int | None, *,
-                 ranged: bool) -> None:
-        self.sink, self.asked, self.stop, self.end, self.total, self.ranged = sink, asked, stop, end, total, ranged
-        self.pos = asked if ranged else 0
+    def __init__(self, resp: ByteResponse) -> None:
+        self._resp, self.status, self.headers = resp, resp.status, resp.headers
 
-    def outcome(self, reached: int, how: str) -> tuple[int, bool]:
-        """A range is done once ``end`` (or the file's end) is reached; a whole body at its end."""
-        if not self.ranged:
-            if how != "stopped":
-                self.sink.eof(reached)
-            return max(reached, self.asked), True
-        done = how == "stopped" or (self.end is not None and reached >= self.end) or (
-            self.total is not None and reached >= self.total)
-        return reached, done
+    async def readinto(self, buffer: memoryview) -> int:
+        return self._resp.readinto(buffer)
+
+    def finish(self) -> None:
+        self._resp.finish()
 
 
-def _range_headers(source: Source, pos: int, end: int | None) -> dict[str, str]:
-    return {**dict(source.headers), "Range": f"bytes={pos}-{'' if end is None else end - 1}",
-            "Accept-Encoding": "identity"}
-
-
-def _window(sink: Sink, pos: int, stop: int | None) -> memoryview | None:
-    """Where the bytes at ``pos`` go, no further than ``stop``; None once the sink wants no more."""
-    view = sink.window(pos)
-    return view if view is None or stop is None else view[:stop - pos]
-
-
-def _body_ended(sink: Sink, pos: int, n: int, stop: int | None) -> bool:
-    """``n`` bytes were read at ``pos``: True at the body's end (``n`` is 0), which before
-    ``stop`` means the body was cut short (``_Retry`` from ``pos``)."""
-    if n:
-        sink.wrote(pos, n)
-        return False
-    if stop is not None:
-        raise _Retry(f"the body ended {stop - pos} bytes short", pos)
-    return True
+def _blocking(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of ``coro``, run to its end in this thread: it awaits only ``_Blocking``
+    responses, so it never suspends."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a blocking attempt suspended")
 
 
 def _int_or_none(text: str | None) -> int | None:
