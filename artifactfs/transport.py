@@ -16,8 +16,6 @@ import encodings.idna  # noqa: F401 - loaded now, not by the first request (its 
 import functools
 import http.client
 import os
-import select
-import socket
 import ssl
 import threading
 import urllib.request
@@ -126,12 +124,6 @@ class _Response:
         self._done(self._resp.isclosed() and not self._resp.will_close)
 
 
-def _readable(sock: socket.socket) -> bool:
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 class _Origin:
     """Kept-alive ``http.client`` connections to one origin (scheme, host, port), any thread's."""
 
@@ -147,7 +139,7 @@ class _Origin:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 break
-            if conn.sock is not None and not _readable(conn.sock):
+            if conn.sock is not None and not wire.readable(conn.sock.fileno()):
                 conn.sock.settimeout(timeout)
                 return conn, True
             conn.close()  # the server closed it (readable while idle means EOF)

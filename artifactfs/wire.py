@@ -78,16 +78,21 @@ class _Connection:
         return self.socket.fileno() if self.socket is not None else self.trio_socket.fileno()
 
     def closed_while_idle(self) -> bool:
-        """A kept connection the server closed reads as readable (its EOF)."""
-        poller = select.poll()
-        poller.register(self.fileno(), select.POLLIN)
-        return bool(poller.poll(0))
+        return readable(self.fileno())
 
     def close(self) -> None:
         if self.socket is not None:
             self.socket.close()
         else:
             self.trio_socket.close()
+
+
+def readable(fd: int) -> bool:
+    """Whether ``fd`` has something to read now: for an idle kept connection, the server closed
+    it (its EOF)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class _Origin:
