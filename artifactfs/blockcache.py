@@ -178,13 +178,6 @@ def header_into(slot: memoryview, content: str, index: int, payload: memoryview,
                      xxhash.xxh3_64_intdigest(payload))
 
 
-def encode_header(content: str, index: int, payload: memoryview, block_size: int) -> bytes:
-    """A block's header, padded to its slot."""
-    slot = bytearray(SLOT)
-    header_into(memoryview(slot), content, index, payload, block_size)
-    return bytes(slot)
-
-
 class _Descriptors:
     """The writer's descriptors of content files opened with ``flags``, a few dozen at most
     (least recently used closed first)."""
@@ -429,18 +422,24 @@ class BlockCache:
         except sqlite3.Error:
             pass
 
+    def _descriptors(self) -> list[_Descriptors]:
+        """The writer's open files: through the page cache, and around it."""
+        return [self._files] if self._direct is None else [self._files, self._direct]
+
     def _close_files(self) -> None:
-        self._files.close()
-        if self._direct is not None:
-            self._direct.close()
+        for descriptors in self._descriptors():
+            descriptors.close()
 
     def _write_batch(self, batch: list[tuple]) -> None:
         rows, totals, drops, trees, touched_trees = [], [], [], [], []
         blocks: list[tuple[str, int, memoryview]] = []
         now = time.time()
-        for content in {item[1] for item in batch if item[0] == "block"} & self._files.held():
-            if os.fstat(self._files.get(content)).st_nlink == 0:  # cleared under us: start a new file
-                self._forget_file(content)
+        writing = {item[1] for item in batch if item[0] == "block"}
+        for descriptors in self._descriptors():
+            for content in writing & descriptors.held():
+                fd = descriptors.peek(content)
+                if fd is not None and os.fstat(fd).st_nlink == 0:  # cleared under us: start a new file
+                    self._forget_file(content)
         for item in batch:
             kind = item[0]
             if kind == "block":
@@ -508,13 +507,13 @@ class BlockCache:
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
+            self._direct.close()
             self._direct = None
             return None
 
     def _forget_file(self, content: str) -> None:
-        self._files.forget(content)
-        if self._direct is not None:
-            self._direct.forget(content)
+        for descriptors in self._descriptors():
+            descriptors.forget(content)
 
     def _index(self, rows: list, totals: list, drops: list, trees: list, touched_trees: list) -> None:
         try:

@@ -8,12 +8,13 @@ import logging
 import mmap
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from artifactfs import blockcache
-from artifactfs.blockcache import SLOT, BlockCache, content_hash, data_path, read_stats
+from artifactfs.blockcache import SLOT, BlockCache, content_hash, data_path, header_into, read_stats
 
 BLOCK = 4096
 STRIDE = SLOT + BLOCK
@@ -34,10 +35,25 @@ def load(c: BlockCache, content: str, index: int) -> memoryview | None:
     return c.load(content, index)[0]
 
 
-def stored(c: BlockCache, content: str, *indexes: int, size: int = BLOCK) -> None:
+def page_aligned(seed: int, size: int = BLOCK) -> memoryview:
+    """A payload in an anonymous map, as fetch buffers are: page-aligned."""
+    buffer = mmap.mmap(-1, size)
+    buffer.write(bytes(payload(seed, size)))
+    return memoryview(buffer).toreadonly()
+
+
+def stored(c: BlockCache, content: str, *indexes: int, size: int = BLOCK,
+           make: Callable[[int, int], memoryview] = payload) -> None:
     for index in indexes:
-        assert c.store(content, index, payload(index, size))
+        assert c.store(content, index, make(index, size))
     assert c.wait_idle()
+
+
+def encode_header(content: str, index: int, data: memoryview) -> bytes:
+    """A block's header padded to its slot, as the writer writes it."""
+    slot = bytearray(SLOT)
+    header_into(memoryview(slot), content, index, data, BLOCK)
+    return bytes(slot)
 
 
 def test_blocks_survive_a_restart_verified(tmp_path: Path) -> None:
@@ -149,13 +165,13 @@ def test_orphans_are_swept_and_counted_nowhere(tmp_path: Path) -> None:
     c = cache(tmp_path)
     stored(c, C1, 0)
     c.close()
-    header = blockcache.encode_header(C1, 3, payload(3), BLOCK)
+    header = encode_header(C1, 3, payload(3))
     with open(data_path(tmp_path, C1), "r+b") as f:  # written, never indexed: a crash
         f.seek(3 * STRIDE)
         f.write(header + bytes(payload(3)))
     orphan = data_path(tmp_path, C2)
     orphan.parent.mkdir(parents=True, exist_ok=True)
-    orphan.write_bytes(blockcache.encode_header(C2, 0, payload(0), BLOCK) + bytes(payload(0)))
+    orphan.write_bytes(encode_header(C2, 0, payload(0)) + bytes(payload(0)))
     fresh = data_path(tmp_path, content_hash("p", "k", "f"))
     fresh.parent.mkdir(parents=True, exist_ok=True)
     fresh.write_bytes(b"another process's block, about to be indexed")
@@ -172,13 +188,14 @@ def test_orphans_are_swept_and_counted_nowhere(tmp_path: Path) -> None:
         c.close()
 
 
-def test_clear_under_a_live_cache_then_it_keeps_working(tmp_path: Path) -> None:
+@pytest.mark.parametrize("make", [payload, page_aligned], ids=["through the page cache", "around it"])
+def test_clear_under_a_live_cache_then_it_keeps_working(tmp_path: Path, make: Callable[[int, int], memoryview]) -> None:
     c = cache(tmp_path)
     try:
-        stored(c, C1, 0, 1)
+        stored(c, C1, 0, 1, make=make)
         assert blockcache.clear(tmp_path) == 2 * BLOCK
         assert load(c, C1, 0) is None and read_stats(tmp_path).bytes == 0
-        stored(c, C1, 0)
+        stored(c, C1, 0, make=make)
         assert bytes(load(c, C1, 0)) == bytes(payload(0))
         assert read_stats(tmp_path).blocks == 1
     finally:
@@ -219,13 +236,6 @@ def test_disk_errors_never_raise_and_are_logged_once(tmp_path: Path, code: int, 
         assert len([r for r in caplog.records if "cannot write" in r.message]) == 1
     finally:
         c.close()
-
-
-def page_aligned(seed: int, size: int = BLOCK) -> memoryview:
-    """A payload in an anonymous map, as fetch buffers are: page-aligned."""
-    buffer = mmap.mmap(-1, size)
-    buffer.write(bytes(payload(seed, size)))
-    return memoryview(buffer).toreadonly()
 
 
 def test_full_blocks_in_page_aligned_buffers_are_written_around_the_page_cache(
