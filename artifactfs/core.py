@@ -109,13 +109,13 @@ class RemoteFile:
     """A remote file read through the engine."""
 
     def __init__(self, engine: Engine, handle: Handle) -> None:
-        self._engine, self.handle = engine, handle
+        self._engine, self._handle = engine, handle
 
     async def read(self, offset: int, size: int) -> Any:
-        return await self._engine.read(self.handle, offset, size)
+        return await self._engine.read(self._handle, offset, size)
 
     def close(self) -> None:
-        self._engine.release(self.handle)
+        self._engine.release(self._handle)
 
 
 def boundary(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
