@@ -694,7 +694,8 @@ class _BlockSink:
 
     def window(self, pos: int) -> memoryview | None:
         """Where the bytes at ``pos`` go: the rest of the segment, except that the fetch's first
-        block is read alone, so the reader waiting for it is not held up by the readahead."""
+        block is read alone, so the reader waiting for it is not held up by the readahead (a
+        claim's reader waits for all of its blocks: they are read at once)."""
         if self.closed or pos >= self._stop():
             return None
         if self.segment is None or pos >= self.segment_end:
@@ -703,7 +704,7 @@ class _BlockSink:
             self.segment = self.engine.buffers.take(size)
             self.base = self.segment.toreadonly()
             self.segment_start, self.segment_end = start, start + size
-        end = self.first_end if pos < self.first_end else self.segment_end
+        end = self.first_end if pos < self.first_end and not self.keep else self.segment_end
         return self.segment[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
 
     def wrote(self, pos: int, n: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ K = 1024
 
 
 def test_a_buffer_with_a_view_left_is_never_handed_out_again() -> None:
-    pool = BufferPool(256 * K, 2048 * K)
+    pool = BufferPool(256 * K, 2048 * K, spares=0)
     first = pool.take(1000 * K)
     assert len(first) == 1000 * K and not first.readonly
     first_map = first.obj
@@ -27,7 +28,7 @@ def test_a_buffer_with_a_view_left_is_never_handed_out_again() -> None:
 
 
 def test_a_buffer_is_reused_once_its_views_are_gone() -> None:
-    pool = BufferPool(256 * K, 2048 * K)
+    pool = BufferPool(256 * K, 2048 * K, spares=0)
     first = pool.take(300 * K)
     first_map = first.obj
     first[:3] = b"abc"
@@ -37,14 +38,14 @@ def test_a_buffer_is_reused_once_its_views_are_gone() -> None:
 
 
 def test_size_classes_and_small_buffers() -> None:
-    pool = BufferPool(256 * K, 2048 * K)
+    pool = BufferPool(256 * K, 2048 * K, spares=0)
     assert len(pool.take(257 * K).obj) == 512 * K
     assert isinstance(pool.take(100).obj, bytearray) and len(pool.take(100)) == 100
     assert len(pool.take(4096 * K)) == 4096 * K  # beyond the largest class: a map of its own
 
 
 def test_the_pool_keeps_at_most_its_limit() -> None:
-    pool = BufferPool(256 * K, 2048 * K, limit=1024 * K)
+    pool = BufferPool(256 * K, 2048 * K, limit=1024 * K, spares=0)
     held = [pool.take(256 * K) for _ in range(8)]  # all in use: new ones, the oldest let go
     maps = [view.obj for view in held]
     assert len({id(m) for m in maps}) == 8
@@ -54,7 +55,7 @@ def test_the_pool_keeps_at_most_its_limit() -> None:
 
 
 def test_threads_taking_at_once_never_share_a_buffer() -> None:
-    pool = BufferPool(256 * K, 2048 * K, limit=4096 * K)
+    pool = BufferPool(256 * K, 2048 * K, limit=4096 * K, spares=0)
     taken: list[memoryview] = []
     shared: list[int] = []
     lock = threading.Lock()
@@ -84,9 +85,26 @@ def test_without_resize_every_buffer_is_new(monkeypatch: pytest.MonkeyPatch) -> 
         raise SystemError("mmap: resizing not available--no mremap()")
 
     monkeypatch.setattr(buffers, "_unused", no_mremap)
-    pool = buffers.BufferPool(256 * K, 2048 * K)
+    pool = buffers.BufferPool(256 * K, 2048 * K, spares=0)
     first = pool.take(256 * K)
     first_map = first.obj
     del first
     again = pool.take(256 * K)
     assert again.obj is not first_map and len(again) == 256 * K
+
+
+def test_a_second_new_map_has_spares_made_in_the_background() -> None:
+    """Spares of a class come once fetches took two new maps of it, and the next takes get
+    them instead of new maps."""
+    pool = BufferPool(256 * K, 2048 * K, spares=1024 * K)
+    first = pool.take(256 * K)
+    assert pool._maker is None  # one new map: no spares, no thread
+    second = pool.take(256 * K)
+    for _ in range(500):  # bounded: 5 s at most
+        with pool._lock:
+            if len(pool._maps) == 6:
+                break
+        time.sleep(0.01)
+    spares = [segment for segment in pool._maps if segment not in (first.obj, second.obj)]
+    assert len(spares) == 4 and all(len(segment) == 256 * K for segment in spares)
+    assert {id(pool.take(256 * K).obj) for _ in range(4)} == {id(segment) for segment in spares}
