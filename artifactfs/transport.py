@@ -100,7 +100,16 @@ def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTranspo
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=connect), follow_redirects=False,
         verify=ssl_context(), transport=transport,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"}, trust_env=transport is None)
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"}, trust_env=transport is None,
+        event_hooks={"response": [_ack_body_promptly]})
+
+
+async def _ack_body_promptly(response: httpx.Response) -> None:
+    """The head is in, the body not yet read: acknowledge at once (``wire.ack_promptly``)."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        wire.ack_promptly(sock)
 
 
 class _Response:
@@ -226,6 +235,7 @@ class HttpTransport:
             conn, kept = origin.connection(timeout)
             try:
                 conn.request("GET", target, headers={"User-Agent": USER_AGENT, **headers})
+                wire.ack_promptly(conn.sock)
                 resp = conn.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
                 conn.close()

@@ -14,10 +14,11 @@ anything through a proxy, is left to the threaded transport: ``open`` answers No
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import trio
@@ -28,6 +29,7 @@ HEAD_MAX = 64 << 10  # a response head longer than this is refused
 HEAD_READ = 16 << 10  # received at a time for a head: body bytes past it are copied once more
 KEPT_PER_ORIGIN = 32
 NO_BODY = frozenset({204, 304})
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 FAILURES = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, ssl.SSLError,
             UnicodeError, ValueError)
 
@@ -77,6 +79,9 @@ class _Connection:
     def fileno(self) -> int:
         return self.socket.fileno() if self.socket is not None else self.trio_socket.fileno()
 
+    def ack_promptly(self) -> None:
+        ack_promptly(self.socket if self.socket is not None else self.trio_socket)
+
     def closed_while_idle(self) -> bool:
         return readable(self.fileno())
 
@@ -85,6 +90,20 @@ class _Connection:
             self.socket.close()
         else:
             self.trio_socket.close()
+
+
+def ack_promptly(sock: Any) -> None:
+    """Have the kernel acknowledge the answer at once, once per request (every byte path does).
+
+    A server that writes a response's head and body apart without ``TCP_NODELAY`` (Python's
+    ``http.server`` with keep-alive does) holds the body until the head is acknowledged, and
+    Linux delays that ACK by 40 ms: each request on a kept connection took 44 ms instead of
+    about 1. Against nginx, about one GET of 64–68 KiB in 250 stalled the same way on its last
+    segment. Quick-ack mode is not permanent, so it is asked for each request; asked before
+    each receive it cost a quarter of the 1 MiB GET rate."""
+    if QUICKACK is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
 
 def readable(fd: int) -> bool:
@@ -210,6 +229,7 @@ class TrioTransport:
             conn.timeout = timeout
             try:
                 await conn.send_all(request)
+                conn.ack_promptly()
                 return await _response(origin, conn)
             except (_Stale, ConnectionError) as exc:
                 conn.close()

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -123,7 +123,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def read_bytes(url: str) -> bytes:
-    resp = HttpTransport().open(url, {}, timeout=5)
+    return read_bytes_with(HttpTransport(), url)
+
+
+def read_bytes_with(byte_transport: HttpTransport, url: str) -> bytes:
+    resp = byte_transport.open(url, {}, timeout=5)
     buffer = memoryview(bytearray(100))
     n = resp.readinto(buffer)
     resp.finish()
@@ -254,3 +258,35 @@ async def test_the_trio_path_reads_what_servers_send_and_leaves_chunked_bodies_t
             await read_here(base + "/short")
         with pytest.raises(TransportError):
             await read_here(base + "/garbage")
+
+
+DELAYED_ACK = 0.04  # Linux's delayed-ACK timer: what a stalled answer waits for
+
+
+async def test_every_path_acknowledges_an_answer_at_once() -> None:
+    """``Origin`` writes the head and the body apart with Nagle's algorithm on (``http.server``'s
+    defaults): its body waits for the head's ACK. Each path asks for quick ACKs, so requests on a
+    kept connection take about a millisecond; without that, nearly all of them waited 44 ms."""
+    for base in serve(Origin):
+        byte_transport = HttpTransport()
+
+        def threaded() -> bytes:
+            return read_bytes_with(byte_transport, base + "/threads")
+
+        async def timed(read: Callable[[], Awaitable[object]]) -> list[float]:
+            times = []
+            for _ in range(6):
+                start = time.perf_counter()
+                await read()
+                times.append(time.perf_counter() - start)
+            return times[1:]  # the first, on a new connection, is quick anyway
+
+        async with api_client(5, 5) as client:
+            paths = {
+                "threads": await timed(lambda: trio.to_thread.run_sync(threaded)),
+                "trio": await timed(lambda: read_here(base + "/here", byte_transport)),
+                "api": await timed(lambda: client.get(base + "/api")),
+            }
+        byte_transport.close_here()
+    stalled = {path: sum(t >= DELAYED_ACK for t in times) for path, times in paths.items()}
+    assert all(count <= 1 for count in stalled.values()), stalled
