@@ -107,9 +107,8 @@ def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTranspo
 async def _ack_body_promptly(response: httpx.Response) -> None:
     """The head is in, the body not yet read: acknowledge at once (``wire.ack_promptly``)."""
     stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if sock is not None:
-        wire.ack_promptly(sock)
+    if stream is not None:
+        wire.ack_promptly(stream.get_extra_info("socket"))
 
 
 class _Response:

@@ -101,7 +101,7 @@ def ack_promptly(sock: Any) -> None:
     about 1. Against nginx, about one GET of 64–68 KiB in 250 stalled the same way on its last
     segment. Quick-ack mode is not permanent, so it is asked for each request; asked before
     each receive it cost a quarter of the 1 MiB GET rate."""
-    if QUICKACK is not None:
+    if QUICKACK is not None and sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
