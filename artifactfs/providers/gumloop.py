@@ -114,8 +114,8 @@ class GumloopProvider(Provider):
             items = body.get("artifacts")
             return (items if isinstance(items, list) else []), as_str(body.get("next_cursor"))
 
-        items = await collect_pages(page, f"{self.name}: agent {agent}", key=lambda i: as_str(as_dict(i).get("id")))
-        versions = [v for v in (self._version(agent, item) for item in items) if v is not None]
+        versions = await collect_pages(page, f"{self.name}: agent {agent}", key=lambda i: as_str(as_dict(i).get("id")),
+                                       convert=lambda item: self._version(agent, item))
         self._remember(agent, versions)
         return versions
 
