@@ -2,10 +2,10 @@
 
 A fresh buffer costs the kernel a zeroed page per 4 KiB touched: measured here, 0.3 to 0.4 ms
 per MiB, a fifth to a quarter of what a cold read spends per MiB. So buffers of ``BLOCK_SIZE``
-to ``SEGMENT_MAX`` (in power-of-two classes) are anonymous maps that the pool keeps and hands out again once every view of them is gone:
-readers, the memory window and the disk queue hold memoryviews, and a map with a view
-exported refuses ``resize``, which is how the pool tells (no reference counting of its own
-to get wrong). The pool keeps at most ``POOL_BYTES``; beyond that the oldest map is let go
+to ``SEGMENT_MAX`` (in power-of-two classes) are anonymous maps that the pool keeps and hands
+out again once every view of them is gone: readers, the memory window and the disk queue hold
+memoryviews, and a map with a view exported refuses ``resize``, which is how the pool tells
+(no reference counting of its own to get wrong). The pool keeps at most ``POOL_BYTES``; beyond that the oldest map is let go
 and freed by Python when its last view goes. Smaller buffers come from the heap.
 
 Once a fetch had to take a second new map of a size class, a background thread makes

@@ -2,9 +2,9 @@
 
 The core is async and owns its state on one trio thread. A blocking front end calls into it
 from its own threads with ``trio.from_thread.run``; the trio thread serves them all at once
-(a range is fetched there as for the mount, with no worker thread to hop to and back). One core runs
-per distinct config (``key``), started on first use and shared by everything that asks with
-the same key, across threads and fsspec instances. ``shutdown`` (registered with ``atexit``)
+(a range is fetched there as for the mount, with no worker thread to hop to and back). One
+core runs per distinct config (``key``), started on first use and shared by everything that
+asks with the same key, across threads and fsspec instances. ``shutdown`` (registered with ``atexit``)
 cancels the run, so every core closes its providers and its cache writer flushes. The thread
 is a daemon joined with a bound: it never holds up exit. A forked child starts its own run.
 """
