@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable, Iterator
+from typing import Hashable, Iterator, Sequence
 
 import xxhash
 
@@ -334,9 +334,10 @@ class BlockCache:
 
     # ---- writes (queued) -----------------------------------------------------------------------
 
-    def store(self, content: str, index: int, payload: memoryview, *, wait: bool = False) -> bool:
-        """Queue a verified block for the disk; False if dropped (queue full and not waiting)."""
-        size = len(payload)
+    def store(self, content: str, first: int, payloads: Sequence[memoryview], *, wait: bool = False) -> bool:
+        """Queue verified blocks ``first``, ``first + 1`` … for the disk, all or none; False if
+        dropped (queue full and not waiting)."""
+        size = sum(len(payload) for payload in payloads)
         with self._cond:
             while self._queued + size > QUEUE_BYTES and not self._stopping:
                 if not wait:
@@ -344,9 +345,10 @@ class BlockCache:
                 self._cond.wait(1.0)
             if self._stopping:
                 return False
-            self._queue.append(("block", content, index, payload))
+            was = len(self._queue)
+            self._queue.extend(("block", content, first + i, payload) for i, payload in enumerate(payloads))
             self._queued += size
-            if len(self._queue) in (1, self._batch):  # wake the writer: it gathers for BATCH_WAIT
+            if not was or was < self._batch <= len(self._queue):  # wake the writer: it gathers for BATCH_WAIT
                 self._cond.notify()
         return True
 

@@ -124,7 +124,7 @@ class BufferPool:
             self._short.notify()
 
     def _make_spares(self) -> None:
-        """The spare maker's thread: for each class asked, ``SPARE_BYTES`` of touched maps."""
+        """The spare maker's thread: spares for each class asked."""
         try:
             zeros = os.open("/dev/zero", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -134,7 +134,14 @@ class BufferPool:
                 while not self._classes_short:
                     self._short.wait()
                 size_class = self._classes_short.pop()
-            for _ in range(max(1, self.spares // size_class)):
-                segment = _touched(_new_map(size_class), zeros)
-                with self._lock:
-                    self._keep(segment)
+            self._spare(size_class, zeros)
+
+    def _spare(self, size_class: int, zeros: int) -> None:
+        """``SPARE_BYTES`` of touched maps of ``size_class``, as far as the pool has room: a
+        spare must not push out a map that may be free (and still in the CPU's caches) soon."""
+        for _ in range(max(1, self.spares // size_class)):
+            if self._bytes + size_class > self.limit:
+                return
+            segment = _touched(_new_map(size_class), zeros)
+            with self._lock:
+                self._keep(segment)

@@ -647,6 +647,7 @@ class _BlockSink:
         self.total: int | None = content.total
         self.ranged = True
         self.pos = start * BLOCK_SIZE  # the next byte to arrive
+        self.handed = self.pos  # where the first block not handed over yet starts
         self.first_end = self.pos + BLOCK_SIZE  # a reader may be waiting for this block: hand it over alone
         self.segment: memoryview | None = None
         self.base = EMPTY.base
@@ -677,7 +678,9 @@ class _BlockSink:
         if first != self.pos:
             if first % BLOCK_SIZE:
                 raise RemoteError(f"{self.content.id.provider}: an answer starting at byte {first}")
-            self.pos, self.segment = first, None
+            self._hand_over()  # what the buffer holds complete, before it is left
+            self.pos = self.handed = first
+            self.segment = None
         if not ranged:
             self.report(self.engine._count_stream, self, 1)
 
@@ -708,37 +711,38 @@ class _BlockSink:
         return self.segment[pos - self.segment_start:min(end, self.segment_end) - self.segment_start]
 
     def wrote(self, pos: int, n: int) -> None:
-        """``n`` bytes arrived at ``pos``: the blocks they complete are handed over, in one trip."""
-        block_start = self.pos - self.pos % BLOCK_SIZE
+        """``n`` bytes arrived at ``pos``: the blocks they complete are handed over, in one trip;
+        a claim's all at once, when its buffer is full (its reader waits for all of them)."""
         self.pos = pos + n
+        if not (self.keep and self.ranged) or self.pos >= min(self.segment_end, self._stop()):
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """The blocks complete since the last hand-over go to the disk queue (one run), then to
+        the trio thread in one trip (or, for a claim, to ``kept``: they arrive with the fetch's
+        end). Queued for the disk before they count as arrived (and as on disk): a reader that
+        then loads one back finds it written, or a hole if the queue dropped it, never half written."""
+        stop, start = self._stop(), self.handed
         spans: dict[int, Span] = {}
-        while self.pos - block_start >= min(BLOCK_SIZE, self._stop() - block_start) > 0:
-            self._deliver(block_start, min(block_start + BLOCK_SIZE, self._stop()), spans)
-            block_start += BLOCK_SIZE
+        payloads: list[memoryview] = []
+        while self.pos - start >= min(BLOCK_SIZE, stop - start) > 0:
+            span = Span(self.base, start - self.segment_start, min(start + BLOCK_SIZE, stop) - self.segment_start)
+            payloads.append(span.base[span.start:span.end])
+            if self.keep and self.wanted_start <= start < self.wanted_end:
+                self.kept[start // BLOCK_SIZE] = span
+            else:
+                spans[start // BLOCK_SIZE] = span
+            start += BLOCK_SIZE
+        if not payloads:
+            return
+        self.engine.cache.store(self.content.hash, self.handed // BLOCK_SIZE, payloads, wait=not self.ranged)
+        self.handed = start
         if spans:
             self.report(self.engine._arrived, self.content, spans)
 
-    def _deliver(self, start: int, end: int, spans: dict[int, Span]) -> None:
-        """Block ``[start, end)`` goes to the disk queue, then to ``spans`` to hand over (or,
-        for a claim, to ``kept``: it arrives with the fetch's end)."""
-        span = Span(self.base, start - self.segment_start, end - self.segment_start)
-        index = start // BLOCK_SIZE
-        # Queued for the disk before it counts as arrived (and as on disk): a reader that then
-        # loads it back finds it written, or a hole if the queue dropped it, never half written.
-        self.engine.cache.store(self.content.hash, index, span.base[span.start:span.end], wait=not self.ranged)
-        if self.keep and self.wanted_start <= start < self.wanted_end:
-            self.kept[index] = span
-        else:
-            spans[index] = span
-
     def eof(self, pos: int) -> None:
         self._learned(pos)  # first: a reader given the last bytes must find the size known
-        block_start = pos - pos % BLOCK_SIZE
-        if pos > block_start and self.segment is not None and block_start >= self.segment_start:
-            spans: dict[int, Span] = {}
-            self._deliver(block_start, pos, spans)
-            if spans:
-                self.report(self.engine._arrived, self.content, spans)
+        self._hand_over()
         if not self.ranged:
             self.report(self.engine._count_stream, self, -1)
 

@@ -75,15 +75,16 @@ class Failure:
 
 
 class _Body:
-    def __init__(self, status: int, headers: dict[str, str], data: memoryview, cut: int | None) -> None:
+    def __init__(self, status: int, headers: dict[str, str], data: memoryview, cut: int | None,
+                 piece: int | None = None) -> None:
         self.status, self.headers = status, headers
-        self._data, self._pos, self._cut = data, 0, cut
+        self._data, self._pos, self._cut, self._piece = data, 0, cut, piece
 
     def readinto(self, buffer: memoryview) -> int:
         if self._cut is not None and self._pos >= self._cut:
             raise TransportError("body broke off (injected)")
         end = len(self._data) if self._cut is None else min(len(self._data), self._cut)
-        n = min(len(buffer), end - self._pos)
+        n = min(len(buffer), end - self._pos, self._piece or len(buffer))
         buffer[:n] = self._data[self._pos:self._pos + n]
         self._pos += n
         return n
@@ -111,11 +112,13 @@ class ByteTransport:
     """Byte requests answered by the origin as a server would: Range → 206/416, or the whole
     body when the route ignores Range, without a length when it is chunked. ``failures`` maps a
     call number (1-based) to what goes wrong with it; ``cap`` limits every 206 (servers may);
-    ``gate`` holds answers on the trio thread until it is set."""
+    ``piece`` limits what one receive brings (a socket's bring what has arrived); ``gate``
+    holds answers on the trio thread until it is set."""
 
     origin: InProcessOrigin
     failures: dict[int, Failure] = field(default_factory=dict)
     cap: int | None = None
+    piece: int | None = None
     gate: trio.Event | None = None
     calls: list[tuple[str, str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -161,7 +164,7 @@ class ByteTransport:
             last = min(last, first + self.cap - 1)
         data = memoryview(reply.blob.read(first, last - first + 1))
         return _Body(206, {"content-range": f"bytes {first}-{last}/{total}", "content-length": str(len(data))},
-                     data, cut)
+                     data, cut, self.piece)
 
     def ranges(self, path_contains: str) -> list[str]:
         """The Range headers of the byte requests whose URL contains ``path_contains``."""

@@ -45,7 +45,7 @@ def page_aligned(seed: int, size: int = BLOCK) -> memoryview:
 def stored(c: BlockCache, content: str, *indexes: int, size: int = BLOCK,
            make: Callable[[int, int], memoryview] = payload) -> None:
     for index in indexes:
-        assert c.store(content, index, make(index, size))
+        assert c.store(content, index, [make(index, size)])
     assert c.wait_idle()
 
 
@@ -208,7 +208,7 @@ def test_a_full_queue_drops_instead_of_waiting(tmp_path: Path, monkeypatch: pyte
     try:
         with c._cond:  # the writer cannot take anything while this is held
             c._queued = 2 * BLOCK
-            assert c.store(C1, 0, payload(0)) is False
+            assert c.store(C1, 0, [payload(0)]) is False
             c._queued = 0
     finally:
         c.close()
@@ -227,7 +227,7 @@ def test_disk_errors_never_raise_and_are_logged_once(tmp_path: Path, code: int, 
         with caplog.at_level(logging.WARNING, "artifactfs.cache"):
             monkeypatch.setattr(os, "pwritev", failing)
             for index in range(5):
-                assert c.store(C1, index, payload(index)) in (True, False)
+                assert c.store(C1, index, [payload(index)]) in (True, False)
             assert c.wait_idle()
             monkeypatch.setattr(os, "pwritev", real)
             monkeypatch.setattr(blockcache, "RETRY_AFTER_FAILURE", 0.0)
@@ -250,9 +250,9 @@ def test_full_blocks_in_page_aligned_buffers_are_written_around_the_page_cache(
     monkeypatch.setattr(os, "pwritev", spying)
     c = cache(tmp_path)
     try:
-        assert c.store(C1, 0, page_aligned(0)) and c.store(C1, 1, page_aligned(1))
+        assert c.store(C1, 0, [page_aligned(0)]) and c.store(C1, 1, [page_aligned(1)])
         assert c.wait_idle()
-        assert c.store(C1, 2, page_aligned(2, BLOCK - 10))  # the file's short last block
+        assert c.store(C1, 2, [page_aligned(2, BLOCK - 10)])  # the file's short last block
         assert c.wait_idle()
         assert [bytes(view) for view in c.load(C1, 0, 3)] == [
             bytes(payload(0)), bytes(payload(1)), bytes(payload(2, BLOCK - 10))]
@@ -273,7 +273,7 @@ def test_where_the_file_system_refuses_o_direct_blocks_go_through_the_page_cache
     monkeypatch.setattr(os, "open", no_direct)
     c = cache(tmp_path)
     try:
-        assert c.store(C1, 0, page_aligned(0)) and c.store(C1, 1, payload(1))
+        assert c.store(C1, 0, [page_aligned(0)]) and c.store(C1, 1, [payload(1)])
         assert c.wait_idle()
         assert [bytes(view) for view in c.load(C1, 0, 2)] == [bytes(payload(0)), bytes(payload(1))]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -108,3 +109,15 @@ def test_a_second_new_map_has_spares_made_in_the_background() -> None:
     spares = [segment for segment in pool._maps if segment not in (first.obj, second.obj)]
     assert len(spares) == 4 and all(len(segment) == 256 * K for segment in spares)
     assert {id(pool.take(256 * K).obj) for _ in range(4)} == {id(segment) for segment in spares}
+
+
+def test_spares_are_made_only_where_the_pool_has_room() -> None:
+    """A spare never pushes a map out of the pool (it may be free again soon, its pages warm)."""
+    pool = BufferPool(256 * K, 2048 * K, limit=768 * K, spares=1024 * K)
+    first = pool.take(256 * K)
+    zeros = os.open("/dev/zero", os.O_RDONLY)
+    try:
+        pool._spare(256 * K, zeros)
+    finally:
+        os.close(zeros)
+    assert len(pool._maps) == 3 and first.obj in pool._maps

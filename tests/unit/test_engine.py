@@ -193,6 +193,26 @@ async def test_a_claim_on_a_server_ignoring_range_hands_over_the_blocks_it_passe
         assert others == [first]
 
 
+async def test_a_claim_queues_its_blocks_for_the_disk_in_one_run(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim's reader waits for all of its blocks, so they are handed over (and queued for
+    the disk) together, however many receives brought them."""
+    world, blob = world_with(MIB)
+    runs: list[tuple[int, int]] = []
+    store = blockcache.BlockCache.store
+
+    def counted(self: blockcache.BlockCache, content: str, first: int, payloads: list, *, wait: bool = False) -> bool:
+        runs.append((first, len(payloads)))
+        return store(self, content, first, payloads, wait=wait)
+
+    monkeypatch.setattr(blockcache.BlockCache, "store", counted)
+    transport = ByteTransport(InProcessOrigin(world), piece=50_000)
+    async with running(world, tmp_path, transport) as (core, _):
+        assert await read_range(core, FILE, 0, MIB) == blob.read_all()
+    assert transport.ranges("/download") == [f"bytes=0-{MIB - 1}"]
+    assert runs == [(0, MIB // BLOCK)]
+
+
 async def test_a_cut_body_resumes_where_it_stopped(tmp_path: Path) -> None:
     world, blob = world_with(3 * MIB + 77)
     transport = ByteTransport(InProcessOrigin(world), failures={1: Failure("cut", after=300_000)})
