@@ -15,9 +15,11 @@ from __future__ import annotations
 import encodings.idna  # noqa: F401 - loaded now, not by the first request (its import took ~1 ms of a first read)
 import functools
 import http.client
+import io
 import os
 import ssl
 import threading
+import urllib.parse
 import urllib.request
 from typing import Callable, Mapping, Protocol
 from urllib.parse import urlsplit
@@ -97,11 +99,25 @@ def proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
 def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The async client for provider APIs: same TLS and proxies as the byte path
     (``transport`` replaces the network in tests)."""
-    return httpx.AsyncClient(
+    client = httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=connect), follow_redirects=False,
         verify=ssl_context(), transport=transport,
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"}, trust_env=transport is None,
         event_hooks={"response": [_ack_body_promptly]})
+    _warm_up(client)
+    return client
+
+
+def _warm_up(client: httpx.AsyncClient) -> None:
+    """Pay at start what the first listing and the first read would: regexes compiled
+    and tables built on first use by httpx (building a request, its cookie handling), by
+    ``urllib.parse.unquote`` (a signed URL's query) and by ``http.client``'s header parser:
+    ~0.7 ms of CPU here, and ``head -c 4096`` on a fresh mount went from 9.1 to 8.7 ms (medians
+    of eleven, interleaved). Nothing is sent."""
+    request = client.build_request("GET", "http://localhost/")
+    client.cookies.extract_cookies(httpx.Response(200, request=request))
+    urllib.parse.unquote("%41")
+    http.client.parse_headers(io.BytesIO(b"Content-Length: 0\r\n\r\n"))
 
 
 async def _ack_body_promptly(response: httpx.Response) -> None:

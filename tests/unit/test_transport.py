@@ -154,6 +154,21 @@ async def read_api(url: str) -> bytes:
         return (await client.get(url)).content
 
 
+async def test_a_new_api_client_has_sent_nothing_and_holds_no_cookie() -> None:
+    """Its warm-up (the first-use costs paid at start) builds a request and a response
+    without sending either, and leaves the client as new."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    async with api_client(5, 5, httpx.MockTransport(answer)) as client:
+        assert not seen and not client.cookies
+        assert (await client.get("http://api.test/x")).json() == {}
+    assert [str(request.url) for request in seen] == ["http://api.test/x"]
+
+
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
 async def test_both_paths_go_through_the_proxy_the_environment_names(
         monkeypatch: pytest.MonkeyPatch, origin: str, proxy: str, variable: str) -> None:
