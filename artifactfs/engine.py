@@ -590,12 +590,17 @@ class Engine:
         self._wake(sink.content)
 
     async def _source(self, content: Content, refresh: bool) -> Source:
-        """The remembered URL, or a new one if none yet, about to expire, or refused (the
-        lock, whose acquiring is a trip through trio's scheduler, only then)."""
+        """The remembered URL, or a new one if none yet, about to expire, or refused (one
+        resolve at a time per content: the others wait for it and take its URL)."""
         source = content.source
         if not refresh and source is not None and not source.expiring(self.clock()):
             return source
-        async with content.resolve_lock:
+        lock = content.resolve_lock
+        try:
+            lock.acquire_nowait()  # nobody resolves it: no trip through trio's scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             source = content.source
             if refresh or source is None or source.expiring(self.clock()):
                 try:
@@ -607,6 +612,8 @@ class Engine:
                 content.source = source
                 _remember(self._sources, content.id, source, SOURCES_KEPT)
             return source
+        finally:
+            lock.release()
 
     # ---- whole contents for providers (vm0 archives) ---------------------------------------------
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Hashable, Mapping
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from ..config import TEXT, ProviderConfig, Secret
 from ..errors import RemoteError
@@ -34,6 +34,7 @@ from .paging import collect_pages
 PAGE_SIZE = 100
 MAX_SIGNED_SECONDS = 7 * 86400  # the longest a GCS V4 / S3 presigned URL may live
 EXPIRY_PARAMS = (("x-goog-expires", "x-goog-date"), ("x-amz-expires", "x-amz-date"), ("expires", ""))
+EXPIRY_NAMES = frozenset(name for pair in EXPIRY_PARAMS for name in pair if name)
 
 
 @dataclass
@@ -212,7 +213,7 @@ def url_expiry(url: str) -> float | None:
     without a date, or for ``Expires``, a number beyond a week is an absolute unix time.
     Anything else is opaque: storage's refusal then makes the reader resolve again.
     """
-    query = {key.lower(): value for key, value in parse_qsl(urlsplit(url).query)}
+    query = _expiry_params(urlsplit(url).query)
     for expires_param, date_param in EXPIRY_PARAMS:
         seconds = as_size(query.get(expires_param))
         if seconds is None:
@@ -223,6 +224,18 @@ def url_expiry(url: str) -> float | None:
         if seconds > MAX_SIGNED_SECONDS:
             return float(seconds)
     return None
+
+
+def _expiry_params(query: str) -> dict[str, str]:
+    """The query's expiry and date parameters (names in lower case), decoded as ``parse_qsl``
+    would; the rest (a 256-character signature) is not decoded at all."""
+    found: dict[str, str] = {}
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        name = unquote_plus(name).lower()
+        if name in EXPIRY_NAMES and value:
+            found[name] = unquote_plus(value)
+    return found
 
 
 def _signing_time(value: str | None) -> float | None:

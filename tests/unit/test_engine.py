@@ -27,6 +27,7 @@ from artifactfs.config import load_config
 from artifactfs.core import Core
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.errors import RemoteError
+from artifactfs.model import Source
 from artifactfs.providers import SPECS
 from tests.fakes import ApiTransport, ByteTransport, Failure, InProcessOrigin
 
@@ -211,6 +212,45 @@ async def test_a_claim_queues_its_blocks_for_the_disk_in_one_run(tmp_path: Path,
         assert await read_range(core, FILE, 0, MIB) == blob.read_all()
     assert transport.ranges("/download") == [f"bytes=0-{MIB - 1}"]
     assert runs == [(0, MIB // BLOCK)]
+
+
+class _Resolver:
+    """A provider whose resolve takes a while (``pause``), counting its calls."""
+
+    name = "slow"
+
+    def __init__(self, pause: float) -> None:
+        self.pause, self.calls = pause, 0
+
+    async def resolve(self, ref: object) -> Source:
+        self.calls += 1
+        if self.pause:
+            await trio.sleep(self.pause)
+        return Source(f"http://origin.test/{ref}")
+
+
+async def test_a_url_is_resolved_once_for_readers_at_once_and_without_a_trip_when_nobody_waits(
+        tmp_path: Path) -> None:
+    cache = blockcache.BlockCache(tmp_path / "cache", 64 * MIB, BLOCK)
+    try:
+        async with trio.open_nursery() as nursery:
+            eng = engine.Engine(cache, nursery, clock=lambda: 0.0)
+            slow = _Resolver(0.01)
+            shared = engine.Content(engine.ContentId("slow", "a", "f"), "aa", slow, "a")  # type: ignore[arg-type]
+            got: list[Source] = []
+
+            async def first_read() -> None:
+                got.append(await eng._source(shared, False))
+
+            for _ in range(3):
+                nursery.start_soon(first_read)
+            await trio.testing.wait_all_tasks_blocked()
+            quick = engine.Content(engine.ContentId("slow", "b", "f"), "bb", _Resolver(0), "b")  # type: ignore[arg-type]
+            with trio.testing.assert_no_checkpoints():
+                assert (await eng._source(quick, False)).url == "http://origin.test/b"
+        assert slow.calls == 1 and len(got) == 3 and got[0] is got[1] is got[2]
+    finally:
+        cache.close()
 
 
 async def test_a_cut_body_resumes_where_it_stopped(tmp_path: Path) -> None:

@@ -134,6 +134,8 @@ async def test_resolve_scopes_the_token_to_the_api_origin(tmp_path: Path) -> Non
     ("https://s/o?X-Goog-Expires=900", None),  # seconds from an unknown time: opaque
     ("https://s/o?X-Goog-Date=garbage&X-Goog-Expires=900", None),
     ("https://s/o?token=abc", None),
+    ("https://s/o?x-goog-date=20260515T143200Z&x-goog-expires=900", 1778855520.0 + 900),  # any case
+    ("https://s/o?X-Goog-Expires=&Expires=1778855520&Signature=a%26b", 1778855520.0),  # a blank one is absent
     ("https://s/o", None),
 ])
 def test_url_expiry(url: str, expected: float | None) -> None:
