@@ -109,12 +109,19 @@ def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTranspo
     return client
 
 
+_warmed_up = threading.Event()
+
+
 def _warm_up(client: httpx.AsyncClient) -> None:
-    """Pay at start what the first listing and the first read would: regexes compiled and
-    tables built on first use by httpx (building a request, its cookie handling), by
-    ``urllib.parse.unquote`` (a signed URL's query) and by ``http.client``'s header parser,
-    and the C library's resolver set-up: ~0.8 ms of CPU here. ``head -c 4096`` on a fresh
-    mount took 8.5 ms against 9.1 without (medians of 13, interleaved). Nothing is sent."""
+    """Pay at start, once per process, what the first listing and the first read would:
+    regexes compiled and tables built on first use by httpx (building a request, its cookie
+    handling), by ``urllib.parse.unquote`` (a signed URL's query) and by ``http.client``'s
+    header parser, and the C library's resolver set-up: ~0.8 ms of CPU here. ``head -c 4096``
+    on a fresh mount took 8.5 ms against 9.1 without (medians of 13, interleaved). Nothing is
+    sent."""
+    if _warmed_up.is_set():
+        return
+    _warmed_up.set()
     request = client.build_request("GET", "http://localhost/")
     client.cookies.extract_cookies(httpx.Response(200, request=request))
     urllib.parse.unquote("%41")
