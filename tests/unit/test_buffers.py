@@ -103,10 +103,10 @@ def test_a_second_new_map_has_spares_made_in_the_background() -> None:
     second = pool.take(256 * K)
     for _ in range(500):  # bounded: 5 s at most
         with pool._lock:
-            if len(pool._maps) == 6:
+            if len(pool._rings.get(256 * K, ())) == 6:
                 break
         time.sleep(0.01)
-    spares = [segment for segment in pool._maps if segment not in (first.obj, second.obj)]
+    spares = [segment for segment in pool.maps(256 * K) if segment not in (first.obj, second.obj)]
     assert len(spares) == 4 and all(len(segment) == 256 * K for segment in spares)
     assert {id(pool.take(256 * K).obj) for _ in range(4)} == {id(segment) for segment in spares}
 
@@ -120,4 +120,33 @@ def test_spares_are_made_only_where_the_pool_has_room() -> None:
         pool._spare(256 * K, zeros)
     finally:
         os.close(zeros)
-    assert len(pool._maps) == 3 and first.obj in pool._maps
+    assert len(pool.maps(256 * K)) == 3 and first.obj in pool.maps(256 * K)
+
+
+def test_a_busy_map_is_probed_again_only_after_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A map a reader holds on to is not probed on every take (random reads keep hundreds)."""
+    pool = BufferPool(256 * K, 2048 * K, spares=0)
+    taken = [pool.take(256 * K) for _ in range(4)]
+    busy = taken[0]
+    del taken
+    probes: list[object] = []
+    unused = buffers._unused
+
+    def counted(segment: object) -> bool:
+        probes.append(segment)
+        return unused(segment)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(buffers, "_unused", counted)
+    for _ in range(6):
+        assert pool.take(256 * K).obj is not busy.obj
+    assert len(probes) == 8 and probes.count(busy.obj) == 2
+
+
+def test_the_class_holding_most_gives_way_beyond_the_limit() -> None:
+    pool = BufferPool(256 * K, 2048 * K, limit=1024 * K, spares=0)
+    big = [pool.take(512 * K) for _ in range(2)]
+    oldest = big[0].obj
+    del big
+    small = pool.take(256 * K)
+    assert len(small) == 256 * K
+    assert oldest not in pool.maps(512 * K) and len(pool.maps(512 * K)) == 1 and len(pool.maps(256 * K)) == 1
