@@ -13,6 +13,7 @@ once. The token (and any auth query parameter) goes only to the ``base_url`` ori
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -27,6 +28,7 @@ import trio
 from .errors import FsError, RemoteError, error_for_status
 from .model import Source
 from .transport import ByteResponse, ByteTransport, HereResponse, TransportError, api_client, default_transport
+from .wire import URLS_PARSED
 from .workers import workers
 
 log = logging.getLogger("artifactfs.http")
@@ -54,6 +56,7 @@ def deadline_for(timeout: float) -> float:
     return 2 * timeout + min(timeout, 2 * BACKOFF_CAP)
 
 
+@functools.lru_cache(maxsize=URLS_PARSED)
 def origin_of(url: str) -> tuple[str, str, int]:
     """Scheme, host and port: two URLs may share a token only when these are equal."""
     parts = urlsplit(url)
@@ -64,6 +67,7 @@ def origin_of(url: str) -> tuple[str, str, int]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port or (443 if parts.scheme == "https" else 80)
 
 
+@functools.lru_cache(maxsize=URLS_PARSED)
 def url_path(url: str) -> str:
     """The path of a URL, for log lines: never the query, which may hold a signature."""
     return urlsplit(url).path or "/"
