@@ -9,7 +9,12 @@ the delivery buffer, and a slow or failing disk never slows or fails a read.
 
 Fetch sizes adapt: a first read at the start of a file fetches a small window (a small file
 whole), each sequential read doubles the window up to ``MAX_WINDOW`` blocks, and a read after
-a seek fetches only the block it needs. Readahead is topped up a whole window at a time, and
+a seek fetches only the block it needs. A block is worth its fetch once it is touched twice:
+a read after a seek that is shorter than a block and touches one nothing holds or fetches
+yet, for the first time, fetches exactly its bytes and keeps nothing (``_exact``). One-off
+random reads so cost their bytes, not a block each (4 KiB instead of 128 KiB: ~3× the reads
+per second through fsspec, 1/30 of the origin bytes); a block read again is fetched whole and
+cached from then on. Readahead is topped up a whole window at a time, and
 all readahead of the process is bounded by ``READAHEAD_BYTES``. One fetch per block at a
 time (single-flight). URLs are resolved on the first fetch, remembered until shortly before
 they expire, and resolved again when storage refuses them (the HTTP layer resumes where it
@@ -55,6 +60,7 @@ SEGMENT_MAX = 2 << 20  # one buffer per fetch, up to this; a whole body gets sev
 SIZES_KEPT = 100_000  # learned sizes outlive their contents' last reader (stat shows them)
 IDLE_KEPT = 256  # contents nobody has open, with what is known of them (no cache index query on reopening)
 SOURCES_KEPT = 10_000  # so do resolved URLs: reopening a file asks the API again only once they expire
+TOUCHES_KEPT = 65_536  # blocks per content remembered as read once exactly (then forgotten all at once)
 
 
 class Span(NamedTuple):
@@ -109,6 +115,8 @@ class Content:
     handles: int = 0
     streams: int = 0  # fetches of the whole body (the server ignores Range)
     streamed_to: int = 0  # blocks below this were passed by a whole-body stream
+    ranges_honoured: bool = True  # False once the server answered a range with the whole body
+    touched: set[int] = field(default_factory=set)  # blocks a read fetched a part of exactly
     arrivals: trio.Event = field(default_factory=trio.Event)
     listeners: dict[Hashable, Callable[[int], None]] = field(default_factory=dict)
 
@@ -135,6 +143,13 @@ class Handle:
     content: Content
     next_offset: int = 0
     window: int = 0
+
+
+def _sequential(handle: Handle, offset: int) -> bool:
+    """Whether a read at ``offset`` goes on from the handle's last one (or starts the file)."""
+    if offset == 0 and handle.next_offset == 0:
+        return True
+    return handle.next_offset - SEQUENTIAL_SLACK <= offset <= handle.next_offset + SEQUENTIAL_SLACK
 
 
 def _remember(memory: collections.OrderedDict, key: Hashable, value: Any, limit: int) -> None:
@@ -270,6 +285,11 @@ class Engine:
 
         A read that can be a ``claim`` fetches its blocks itself; the rest waits for blocks on
         their way, loads them from disk, or fetches them with readahead."""
+        if self._exact(handle, offset, size):
+            data = await self._fetch_exact(handle.content, offset, size)
+            if data is not None:
+                handle.next_offset, handle.window = offset + len(data), 0
+                return data
         got = await self.claim(handle, offset, size)
         if isinstance(got, Claim):
             await self.finish(got)
@@ -361,10 +381,36 @@ class Engine:
         none after a seek."""
         if offset == 0 and handle.next_offset == 0:
             handle.window = max(handle.window, FIRST_WINDOW)
-        elif handle.next_offset - SEQUENTIAL_SLACK <= offset <= handle.next_offset + SEQUENTIAL_SLACK:
+        elif _sequential(handle, offset):
             handle.window = min(max(handle.window, 1) * 2, MAX_WINDOW)
         else:
             handle.window = 0
+
+    def _exact(self, handle: Handle, offset: int, size: int) -> bool:
+        """Whether a read fetches exactly its bytes, keeping nothing: it comes after a seek, is
+        shorter than a block, and is the first to touch its block, which nothing holds or
+        fetches (the block's second reader fetches it whole). Not where the server sends
+        whole bodies (they stream once, every block kept)."""
+        content = handle.content
+        index = offset // BLOCK_SIZE
+        if (not 0 < size < BLOCK_SIZE or (offset + size - 1) // BLOCK_SIZE != index or _sequential(handle, offset)
+                or not content.ranges_honoured or content.streams or index in content.touched
+                or (content.total is not None and offset >= content.total)
+                or self._available(content, index) or index in content.on_disk):
+            return False
+        if len(content.touched) >= TOUCHES_KEPT:
+            content.touched.clear()
+        content.touched.add(index)
+        return True
+
+    async def _fetch_exact(self, content: Content, offset: int, size: int) -> memoryview | None:
+        """Bytes ``[offset, offset + size)`` (fewer at the end of the file), fetched for one
+        reader and kept nowhere; None if the server ignored Range (the read then takes blocks)."""
+        sink = _ExactSink(self, content, offset, size, trio.lowlevel.current_trio_token())
+        error = await self._get(content, offset, offset + size, sink, here=True)
+        if error is not None:
+            raise error
+        return None if sink.whole else sink.buffer[:sink.got]
 
     def _available(self, content: Content, index: int) -> bool:
         return index in content.pending or self.window.get((content.hash, index)) is not None
@@ -542,21 +588,28 @@ class Engine:
         """Fetch blocks ``[start, end)`` (the HTTP layer retries, resumes and re-resolves); the
         error its waiters got, if it failed. A claim's (its ``sink``) is read where it can be
         on the trio thread: its reader waits for exactly it."""
-        error: FsError | None = None
         sink = sink or _BlockSink(self, content, start, end, trio.lowlevel.current_trio_token())
+        error: FsError | None = None
         try:
-            await content.provider.http.fetch(lambda refresh: self._source(content, refresh),
-                                              start * BLOCK_SIZE, self._fetch_end(content, end), sink,
-                                              here=sink.keep)
-        except FsError as exc:
-            error = exc
-            log.debug("%s: fetch of blocks %d-%d failed: %s", content.id.provider, start, end - 1, exc)
-        except Exception as exc:  # noqa: BLE001 - a reader must get EIO, never a hang
-            log.exception("%s: unexpected error while fetching", content.id.provider)
-            error = RemoteError(f"{content.id.provider}: {type(exc).__name__}")
+            error = await self._get(content, start * BLOCK_SIZE, self._fetch_end(content, end), sink, here=sink.keep)
         finally:
             self._fetched(sink, mine, error, held)
         return error
+
+    async def _get(self, content: Content, start: int, end: int, sink: _BlockSink | _ExactSink, *,
+                   here: bool) -> FsError | None:
+        """Bytes ``[start, end)`` into ``sink`` (the HTTP layer retries, resumes and
+        re-resolves); the error a reader gets, if it failed."""
+        try:
+            await content.provider.http.fetch(lambda refresh: self._source(content, refresh), start, end, sink,
+                                              here=here)
+        except FsError as exc:
+            log.debug("%s: fetch of bytes %d-%d failed: %s", content.id.provider, start, end - 1, exc)
+            return exc
+        except Exception as exc:  # noqa: BLE001 - a reader must get EIO, never a hang
+            log.exception("%s: unexpected error while fetching", content.id.provider)
+            return RemoteError(f"{content.id.provider}: {type(exc).__name__}")
+        return None
 
     def _fetched(self, sink: _BlockSink, mine: dict[int, _Pending], error: FsError | None, held: int) -> None:
         """A fetch is over: the blocks its sink kept arrive, it takes nothing more, and its
@@ -636,31 +689,15 @@ class Engine:
         return final
 
 
-class _BlockSink:
-    """Receives one fetch's bytes (in a worker thread, or on the trio thread for a range read
-    there), in place (``readinto``) into one buffer
-    for the range asked (a whole body: buffers of ``SEGMENT_MAX``); each complete block is
-    handed to the trio thread as a span of it, and queued for the disk. A whole body (the
-    server ignored Range) is taken to its end, every block kept, and the disk queue then
-    waits rather than drops, so the file is not sent again."""
+class _Sink:
+    """What a fetch's sink shares: telling the trio thread (from a worker thread or from it)
+    what the fetch learned."""
 
-    def __init__(self, engine: Engine, content: Content, start: int, end: int,
-                 token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
+    def __init__(self, engine: Engine, content: Content, token: trio.lowlevel.TrioToken) -> None:
         self.engine, self.content, self.token = engine, content, token
         self.thread = threading.get_ident()  # the trio thread's
-        self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
-        self.keep = keep
-        self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
         self.total: int | None = content.total
-        self.ranged = True
-        self.pos = start * BLOCK_SIZE  # the next byte to arrive
-        self.handed = self.pos  # where the first block not handed over yet starts
-        self.first_end = self.pos + BLOCK_SIZE  # a reader may be waiting for this block: hand it over alone
-        self.segment: memoryview | None = None
-        self.base = EMPTY.base
-        self.segment_start = self.segment_end = self.pos
         self.closed = False  # set on the trio thread when the fetch is over
-        self.counted = False  # trio thread: counted as a whole-body stream
 
     def report(self, func: Callable[..., None], *args: Any) -> None:
         """``func(*args)`` on the trio thread, unless this fetch is over (never waiting): at
@@ -676,6 +713,65 @@ class _BlockSink:
         except trio.RunFinishedError:
             self.closed = True
 
+    def _learned(self, total: int) -> None:
+        if total != self.total:
+            self.total = total
+            self.report(self.engine._learned_total, self.content, total)
+            self.engine.cache.learned_total(self.content.hash, total)
+
+
+class _ExactSink(_Sink):
+    """Receives an exact read's bytes into one buffer of its size; stops at once (``whole``)
+    if the server sends the whole body instead."""
+
+    def __init__(self, engine: Engine, content: Content, offset: int, size: int,
+                 token: trio.lowlevel.TrioToken) -> None:
+        super().__init__(engine, content, token)
+        self.offset = offset
+        self.buffer = memoryview(bytearray(size))
+        self.got = 0
+        self.whole = False
+
+    def begin(self, first: int, total: int | None, ranged: bool) -> None:
+        if total is not None:
+            self._learned(total)
+        if not ranged:
+            self.whole = True
+            self.report(setattr, self.content, "ranges_honoured", False)
+
+    def window(self, pos: int) -> memoryview | None:
+        return None if self.whole else self.buffer[pos - self.offset:]
+
+    def wrote(self, pos: int, n: int) -> None:
+        self.got = pos + n - self.offset
+
+    def eof(self, pos: int) -> None:
+        self._learned(pos)
+
+
+class _BlockSink(_Sink):
+    """Receives one fetch's bytes (in a worker thread, or on the trio thread for a range read
+    there), in place (``readinto``) into one buffer
+    for the range asked (a whole body: buffers of ``SEGMENT_MAX``); each complete block is
+    handed to the trio thread as a span of it, and queued for the disk. A whole body (the
+    server ignored Range) is taken to its end, every block kept, and the disk queue then
+    waits rather than drops, so the file is not sent again."""
+
+    def __init__(self, engine: Engine, content: Content, start: int, end: int,
+                 token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
+        super().__init__(engine, content, token)
+        self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
+        self.keep = keep
+        self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
+        self.ranged = True
+        self.pos = start * BLOCK_SIZE  # the next byte to arrive
+        self.handed = self.pos  # where the first block not handed over yet starts
+        self.first_end = self.pos + BLOCK_SIZE  # a reader may be waiting for this block: hand it over alone
+        self.segment: memoryview | None = None
+        self.base = EMPTY.base
+        self.segment_start = self.segment_end = self.pos
+        self.counted = False  # trio thread: counted as a whole-body stream
+
     def begin(self, first: int, total: int | None, ranged: bool) -> None:
         """A response starts at ``first``: where this fetch stopped (a resume, maybe within a
         block), or a block boundary (0 for a whole body)."""
@@ -690,12 +786,6 @@ class _BlockSink:
             self.segment = None
         if not ranged:
             self.report(self.engine._count_stream, self, 1)
-
-    def _learned(self, total: int) -> None:
-        if total != self.total:
-            self.total = total
-            self.report(self.engine._learned_total, self.content, total)
-            self.engine.cache.learned_total(self.content.hash, total)
 
     def _stop(self) -> int:
         """Where bytes stop being wanted: the range asked (a whole body: the file's end)."""

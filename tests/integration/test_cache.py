@@ -17,6 +17,7 @@ from artifactfs import blockcache
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.emulator.blobs import Blob
 from artifactfs.emulator.server import Reply
+from artifactfs.engine import BLOCK_SIZE
 from tests.conftest import Mount, MountFactory, cache_settled, run
 from tests.integration.task_files import TASK, MiB, downloads, file_of, put
 
@@ -157,6 +158,23 @@ def test_sequential_reads_grow_the_readahead(mount: MountFactory, emulator: Emul
     requests = downloads(emulator, "data/seq.bin")
     assert 1 <= len(requests) <= 16, [r["headers"].get("range") for r in requests]
     assert blob.size <= served(emulator, "data/seq.bin") <= 1.1 * blob.size
+
+
+def test_a_read_after_a_seek_asks_its_pages_then_its_block(mount: MountFactory, emulator: Emulator) -> None:
+    """The first small read in a block fetches exactly what the kernel asks, kept nowhere; the
+    block's second read fetches the block, which is then served without the origin."""
+    blob = put(emulator, "data/random.bin", 64 * MiB, seed=11)
+    m = mount()
+    target = file_of(m, "data/random.bin")
+    target.stat()
+    emulator.clear_requests()
+    at = 40 * MiB + 5
+    for offset in (at, at + 64 * 1024, at + 96 * 1024):  # one block; a new handle each: seeks
+        with open(target, "rb") as f:
+            assert os.pread(f.fileno(), 100, offset) == blob.read(offset, 100)
+    ranges = [r["headers"].get("range") for r in downloads(emulator, "data/random.bin")]
+    block = 40 * MiB
+    assert ranges == [f"bytes={block}-{block + 4095}", f"bytes={block}-{block + BLOCK_SIZE - 1}"], ranges
 
 
 def test_origin_that_ignores_range_still_works(mount: MountFactory, emulator: Emulator) -> None:

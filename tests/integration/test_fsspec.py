@@ -24,6 +24,7 @@ import pytest
 from fsspec.callbacks import Callback
 
 from artifactfs.emulator import Emulator, PatternBlob
+from artifactfs.engine import BLOCK_SIZE
 from artifactfs.fsspec_fs import ArtifactFileSystem
 from artifactfs.runtime import shutdown
 from tests.conftest import MountFactory, config_text, run, token_environ
@@ -182,6 +183,19 @@ def test_open_seek_read(fs: ArtifactFileSystem, emulator: Emulator) -> None:
         f.read(4096)
     served = sum(r["bytes_sent"] for r in emulator.requests(path_contains="/download"))
     assert served == 0  # already in the engine's memory, and on disk
+
+
+def test_a_small_range_asks_exactly_its_bytes_then_its_block(fs: ArtifactFileSystem, emulator: Emulator) -> None:
+    """The first small range read in a block costs its bytes; the block's second read fetches
+    the block, and the third is served from memory."""
+    blob = emulator.sigmic_file("task_456", "downloads/model.bin")
+    at = 5 * MIB + 7
+    emulator.clear_requests()
+    for offset in (at, at + 1000, at + 2000):
+        assert fs.cat_file(MODEL, offset, offset + 100) == blob.read(offset, 100)
+    ranges = [r["headers"]["range"] for r in emulator.requests(path_contains="/download") if "range" in r["headers"]]
+    block = at // BLOCK_SIZE * BLOCK_SIZE
+    assert ranges == [f"bytes={at}-{at + 99}", f"bytes={block}-{block + BLOCK_SIZE - 1}"]
 
 
 def test_unsized_chunked_files_read_exactly(fs: ArtifactFileSystem, emulator: Emulator) -> None:

@@ -157,20 +157,23 @@ async def test_a_small_file_read_whole_is_one_request_and_a_cut_resumes_where_it
     assert bytes_.ranges("/download") == [f"bytes=0-{4 * BLOCK - 1}", f"bytes={BLOCK + 7}-{4 * BLOCK - 1}"]
 
 
-async def test_a_claim_cut_short_or_refused_is_finished_by_the_http_layer(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("skip", "size", "cut"), [(0, BLOCK, 100_000), (5, 1000, 500)], ids=["claim", "exact"])
+async def test_a_read_cut_short_or_refused_is_finished_by_the_http_layer(tmp_path: Path, skip: int, size: int,
+                                                                         cut: int) -> None:
+    """After a seek, a block read is a claim; a shorter one, the first in its block, asks exactly its bytes."""
     world = Emulator()
     blob = PatternBlob(8 * MIB, 9)
     world.put_gumloop_artifact("agent_x", "big.bin", blob)
-    failures = {1: Failure("cut", after=100_000), 2: Failure("status", status=403)}
+    failures = {1: Failure("cut", after=cut), 2: Failure("status", status=403)}
     transport = ByteTransport(InProcessOrigin(world), failures=failures)
     async with running(world, tmp_path, transport) as (core, bytes_):
         opened = await core.open_path("gumloop/agent_x/latest/big.bin")
-        at = 6 * MIB  # a seek: the claim is this one block
-        assert await read_range_of(core, opened.fh, at + 5, 1000) == blob.read(at + 5, 1000)
+        at = 6 * MIB + skip
+        assert await read_range_of(core, opened.fh, at, size) == blob.read(at, size)
         core.release(opened.fh)
-    assert [rng for _, rng in bytes_.calls] == [f"bytes={at}-{at + BLOCK - 1}",
-                                                f"bytes={at + 100_000}-{at + BLOCK - 1}",
-                                                f"bytes={at + 100_000}-{at + BLOCK - 1}"]
+    last = at + size - 1
+    assert [rng for _, rng in bytes_.calls] == [f"bytes={at}-{last}", f"bytes={at + cut}-{last}",
+                                                f"bytes={at + cut}-{last}"]
     downloads = [entry for entry in transport.origin.log.entries() if entry["path"].endswith("/download")]
     assert len(downloads) == 1  # a new URL after the refusal
 
@@ -188,10 +191,11 @@ async def test_a_claim_on_a_server_ignoring_range_hands_over_the_blocks_it_passe
         assert await read_range_of(core, opened.fh, (k + 2) * BLOCK, 1000) == data[(k + 2) * BLOCK:]
         core.release(opened.fh)
         assert await read_all(core, path) == data
-        # the trio thread leaves the whole body to a worker thread (asked again), which hands
-        # over every block as it passes: nothing more is asked
-        first, *others = transport.ranges("/artifact")
-        assert others == [first]
+        # the first read asks exactly its bytes, on the trio thread, then (a whole body
+        # comes) in a worker thread, which stops at once: the read takes blocks, a claim the
+        # worker thread streams, handing over every block as it passes: nothing more is asked
+        exact = f"bytes={k * BLOCK}-{k * BLOCK + 99}"
+        assert transport.ranges("/artifact") == [exact, exact, f"bytes={k * BLOCK}-{(k + 1) * BLOCK - 1}"]
 
 
 async def test_a_claim_queues_its_blocks_for_the_disk_in_one_run(tmp_path: Path,
@@ -300,9 +304,14 @@ async def test_sequential_reads_grow_the_window_and_a_seek_fetches_one_block(tmp
         transport.calls.clear()
     async with running(world, tmp_path / "other") as (core, transport):
         opened = await core.open_path(FILE)
-        await core.read(opened.fh, 30 * MIB + 5, 100)
+        at = 30 * MIB + 5
+        far = 10 * MIB
+        for offset in (at, far, at + 1000, at + 50):  # the first touch of a block: its bytes, kept nowhere
+            assert await core.read(opened.fh, offset, 100) == blob.read(offset, 100)
         core.release(opened.fh)
-        assert transport.ranges("/download") == [f"bytes={30 * MIB // BLOCK * BLOCK}-{(30 * MIB // BLOCK + 1) * BLOCK - 1}"]
+        block = at // BLOCK * BLOCK  # the second: the block, kept (the third is served from memory)
+        assert transport.ranges("/download") == [f"bytes={at}-{at + 99}", f"bytes={far}-{far + 99}",
+                                                 f"bytes={block}-{block + BLOCK - 1}"]
 
 
 async def test_blocks_evicted_from_memory_mid_read_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
