@@ -60,7 +60,7 @@ SEGMENT_MAX = 2 << 20  # one buffer per fetch, up to this; a whole body gets sev
 SIZES_KEPT = 100_000  # learned sizes outlive their contents' last reader (stat shows them)
 IDLE_KEPT = 256  # contents nobody has open, with what is known of them (no cache index query on reopening)
 SOURCES_KEPT = 10_000  # so do resolved URLs: reopening a file asks the API again only once they expire
-TOUCHES_KEPT = 65_536  # blocks per content remembered as read once exactly (then forgotten all at once)
+TOUCHES_KEPT = 4096  # blocks per content remembered as read once exactly (then forgotten all at once)
 
 
 class Span(NamedTuple):

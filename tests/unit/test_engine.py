@@ -314,6 +314,20 @@ async def test_sequential_reads_grow_the_window_and_a_seek_fetches_one_block(tmp
                                                  f"bytes={block}-{block + BLOCK - 1}"]
 
 
+async def test_blocks_read_once_are_remembered_up_to_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``TOUCHES_KEPT`` blocks the memory of first touches starts again: a block read once
+    before then is read exactly again, not fetched whole."""
+    monkeypatch.setattr(engine, "TOUCHES_KEPT", 2)
+    world, blob = world_with(40 * MIB)
+    async with running(world, tmp_path) as (core, transport):
+        opened = await core.open_path(FILE)
+        offsets = [10 * MIB, 20 * MIB, 30 * MIB, 10 * MIB + 500]
+        for offset in offsets:
+            assert await core.read(opened.fh, offset, 100) == blob.read(offset, 100)
+        core.release(opened.fh)
+        assert transport.ranges("/download") == [f"bytes={o}-{o + 99}" for o in offsets]
+
+
 async def test_blocks_evicted_from_memory_mid_read_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "MEMORY_BYTES", 2 * BLOCK)
     world, blob = world_with(6 * MIB)
