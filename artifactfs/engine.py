@@ -401,6 +401,7 @@ class Engine:
         if len(content.touched) >= TOUCHES_KEPT:
             content.touched.clear()
         content.touched.add(index)
+        self.cache.count(hit=False)
         return True
 
     async def _fetch_exact(self, content: Content, offset: int, size: int) -> memoryview | None:

@@ -326,6 +326,8 @@ async def test_blocks_read_once_are_remembered_up_to_a_bound(tmp_path: Path, mon
             assert await core.read(opened.fh, offset, 100) == blob.read(offset, 100)
         core.release(opened.fh)
         assert transport.ranges("/download") == [f"bytes={o}-{o + 99}" for o in offsets]
+    stats = blockcache.read_stats(tmp_path / "cache")
+    assert (stats.hits, stats.misses, stats.blocks) == (0, 4, 0)  # misses, kept nowhere
 
 
 async def test_blocks_evicted_from_memory_mid_read_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
