@@ -14,11 +14,12 @@ a read after a seek that is shorter than a block and touches one nothing holds o
 yet, for the first time, fetches exactly its bytes and keeps nothing (``_exact``). One-off
 random reads so cost their bytes, not a block each (2,000 random 4 KiB reads of 1 GiB: 2,288
 -> 3,655 reads/s on the mount, ~2,000 -> ~2,700 through fsspec, 231 -> 38 MiB from the
-origin); a block read again is fetched whole and cached from then on. Readahead is topped up a whole window at a time, and
-all readahead of the process is bounded by ``READAHEAD_BYTES``. One fetch per block at a
-time (single-flight). URLs are resolved on the first fetch, remembered until shortly before
-they expire, and resolved again when storage refuses them (the HTTP layer resumes where it
-stopped). A server that ignores Range sends the whole file once, each block kept as it passes.
+origin); a block read again is fetched whole and cached from then on. Readahead is topped
+up a whole window at a time, and all readahead of the process is bounded by
+``READAHEAD_BYTES``. One fetch per block at a time (single-flight). URLs are resolved on the
+first fetch, remembered until shortly before they expire, and resolved again when storage
+refuses them (the HTTP layer resumes where it stopped). A server that ignores Range sends the
+whole file once, each block kept as it passes.
 
 Threads: this module's state lives on the trio thread; fetch sinks run in worker threads and
 report back with ``run_sync_soon`` (never waiting for the trio thread); disk loads run in
