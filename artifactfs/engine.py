@@ -410,6 +410,7 @@ class Engine:
         reader and kept nowhere; None if the server ignored Range (the read then takes blocks)."""
         sink = _ExactSink(self, content, offset, size, trio.lowlevel.current_trio_token())
         error = await self._get(content, offset, offset + size, sink, here=True)
+        sink.closed = True  # as for a block fetch: a worker thread left behind reports nothing more
         if error is not None:
             raise error
         return None if sink.whole else sink.buffer[:sink.got]
