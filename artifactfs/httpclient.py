@@ -27,7 +27,8 @@ import trio
 
 from .errors import FsError, RemoteError, error_for_status
 from .model import Source
-from .transport import ByteResponse, ByteTransport, HereResponse, TransportError, api_client, default_transport
+from .transport import (ByteResponse, ByteTransport, HereResponse, TransportError, WireError, api_client,
+                        default_transport)
 from .wire import URLS_PARSED
 from .workers import workers
 
@@ -213,7 +214,7 @@ class HttpClient:
             try:
                 resp = await self._api.get(url, params=query, headers=headers)
             except httpx.TransportError as exc:
-                reason = type(exc).__name__
+                reason = str(exc) if isinstance(exc, WireError) else type(exc).__name__
                 retry_after = None
             else:
                 log.debug("%s -> %d in %.0f ms", where, resp.status_code, (time.monotonic() - started) * 1000)

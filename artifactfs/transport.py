@@ -35,6 +35,7 @@ from .errors import TransportError
 POOL_SIZE = 32
 CONNECT_TIMEOUT = 10.0
 USER_AGENT = "artifactfs"
+API_READ = 64 << 10  # an API body is received this much at a time
 
 
 class ByteResponse(Protocol):
@@ -102,11 +103,85 @@ def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTranspo
     (``transport`` replaces the network in tests)."""
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(timeout, connect=connect), follow_redirects=False,
-        verify=ssl_context(), transport=transport,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"}, trust_env=transport is None,
+        transport=transport or ApiTransport(connect),
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"}, trust_env=False,
         event_hooks={"response": [_ack_body_promptly]})
     _warm_up(client)
     return client
+
+
+class WireError(httpx.NetworkError):
+    """An API request failed on ``wire``'s connections; the message says how."""
+
+
+class ApiTransport(httpx.AsyncBaseTransport):
+    """httpx's network layer for provider APIs: a direct GET goes over the trio thread's own
+    connections (``wire``), which take half of httpcore's CPU per request. Measured here, a
+    listing page took ~1.0 ms after a pause against ~1.9 ms through httpcore, and a fresh
+    process's first ~1.9 against ~2.9 ms: a fresh mount's first lookup waits for that.
+
+    httpx's own transport takes the rest: other methods, the environment's proxies (the byte
+    path's rule, ``proxy_for``), and an origin once it answered with a chunked body, which
+    ``wire`` does not read (that request is sent again)."""
+
+    def __init__(self, connect_timeout: float) -> None:
+        self._connect_timeout = connect_timeout
+        self._proxies = urllib.request.getproxies_environment()
+        self._wire: trio.lowlevel.RunVar[wire.TrioTransport] = trio.lowlevel.RunVar("artifactfs.api-wire")
+        self._httpx: dict[str | None, httpx.AsyncHTTPTransport] = {}  # per proxy; None: direct
+        self._elsewhere: set[tuple[str, str, int | None]] = set()  # origins that chunked
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        proxy = proxy_for(url, self._proxies)
+        origin = (request.url.scheme, request.url.host, request.url.port)
+        if proxy is None and request.method == "GET" and origin not in self._elsewhere:
+            response = await self._on_wire(request, url)
+            if response is not None:
+                return response
+            self._elsewhere.add(origin)
+        via = self._httpx.get(proxy)
+        if via is None:
+            via = self._httpx[proxy] = httpx.AsyncHTTPTransport(verify=ssl_context(), proxy=proxy, trust_env=False)
+        return await via.handle_async_request(request)
+
+    async def _on_wire(self, request: httpx.Request, url: str) -> httpx.Response | None:
+        """The whole response read over ``wire``; None for a chunked body."""
+        try:
+            here = self._wire.get()
+        except LookupError:
+            here = wire.TrioTransport(ssl_context, USER_AGENT, self._connect_timeout)
+            self._wire.set(here)
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers.raw}
+        timeout = request.extensions.get("timeout", {}).get("read") or CONNECT_TIMEOUT
+        try:
+            resp = await here.open(url, headers, timeout)
+            if resp is None:
+                return None
+            try:
+                body = await _whole(resp)
+            finally:
+                resp.finish()
+        except TransportError as exc:
+            raise WireError(str(exc), request=request) from None
+        return httpx.Response(resp.status, headers=list(resp.headers.items()), stream=httpx.ByteStream(body),
+                              request=request)
+
+    async def aclose(self) -> None:
+        try:
+            self._wire.get().close()
+        except LookupError:
+            pass
+        for via in self._httpx.values():
+            await via.aclose()
+
+
+async def _whole(resp: wire.Response) -> bytes:
+    """A response's body, read to its end."""
+    parts, buffer = [], memoryview(bytearray(API_READ))
+    while n := await resp.readinto(buffer):
+        parts.append(bytes(buffer[:n]))
+    return b"".join(parts)
 
 
 _warmed_up = threading.Event()

@@ -182,7 +182,7 @@ class Response:
                 n = await self._conn.recv_into(buffer[:size])
             except FAILURES as exc:
                 self._reusable = False
-                raise TransportError(f"body broke off ({type(exc).__name__})") from None
+                raise TransportError(f"body broke off ({_why(exc)})") from None
             if not n and self._left is not None:
                 self._reusable = False
                 raise TransportError("body broke off (connection closed)")
@@ -223,7 +223,7 @@ class TrioTransport:
             try:
                 conn, kept = await origin.connection(timeout)
             except FAILURES as exc:
-                raise TransportError(type(exc).__name__) from None
+                raise TransportError(_why(exc)) from None
             conn.timeout = timeout
             try:
                 await conn.send_all(request)
@@ -233,10 +233,10 @@ class TrioTransport:
                 conn.close()
                 if kept:
                     continue
-                raise TransportError(f"the server closed the connection ({type(exc).__name__})") from None
+                raise TransportError(f"the server closed the connection ({_why(exc)})") from None
             except FAILURES as exc:
                 conn.close()
-                raise TransportError(type(exc).__name__) from None
+                raise TransportError(_why(exc)) from None
             except BaseException:
                 conn.close()
                 raise
@@ -252,6 +252,12 @@ def _parts(url: str) -> tuple[tuple[str, str, int], str, str]:
     port = parts.port or (443 if scheme == "https" else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return (scheme, host, port), target, parts.netloc.rpartition("@")[2]
+
+
+def _why(exc: BaseException) -> str:
+    """A failure's name for a log line: a wait that ran out is a ``TimeoutError``, as a
+    blocking socket's is (trio calls it ``TooSlowError``)."""
+    return "TimeoutError" if isinstance(exc, trio.TooSlowError) else type(exc).__name__
 
 
 class _Stale(Exception):

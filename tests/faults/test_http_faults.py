@@ -55,7 +55,9 @@ def faults_seen(emu: Emulator, kind: str) -> int:
 
 
 # Why a failed attempt failed, as the HTTP layer words it.
-REASONS = {"status": "HTTP {code}", "throttle": "HTTP 429", "refuse": r"\w+Error", "cut": r"\w+Error",
+REASONS = {"status": "HTTP {code}", "throttle": "HTTP 429",
+           "refuse": r"(\w+Error|the server closed the connection \(\w+\))",
+           "cut": r"(\w+Error|body broke off \(.+\)|the connection closed within a response head)",
            "bad_range": r"the answer holds bytes \d+-\d+/\d+, not \d+-"}
 
 
@@ -71,8 +73,11 @@ def test_transient_api_faults_are_retried(mount: MountFactory, emulator: Emulato
                                           kind: str, options: dict) -> None:
     m = mount(timeout=2)
     emulator.faults("api").set(kind, count=2, path_contains="/tasks/", **options)
-    # Two failed attempts: the first is INFO, the second one WARNING; the third succeeds.
-    m.expect_log(retry("sigmic", LISTING, reason(kind, options)), 1)
+    # Two failed attempts: the first is INFO, the second one WARNING; the third succeeds. A
+    # connection closed unanswered may be a kept one the server let go: it is replaced once,
+    # quietly, as any HTTP client does, so a refusal may cost no attempt.
+    least = 0 if kind == "refuse" else 1
+    m.expect_log(retry("sigmic", LISTING, reason(kind, options)), None, least=least, most=1)
     assert "downloads" in os.listdir(m.path / "sigmic" / TASK)
     assert faults_seen(emulator, kind) == 2
     assert "(attempt 1/" in m.log_text()
@@ -125,7 +130,7 @@ def test_a_hanging_api_gives_eio_within_the_deadline(mount: MountFactory, emulat
     m = mount(timeout=1)
     emulator.faults("api").set("hang", seconds=60, path_contains="/tasks/")
     # Attempts time out after 1 s; within the 3 s deadline the second one may fail (WARNING).
-    m.expect_log(retry("sigmic", LISTING, "ReadTimeout"), None, least=0, most=1)
+    m.expect_log(retry("sigmic", LISTING, "TimeoutError"), None, least=0, most=1)
     m.expect_log(failed("opendir", "sigmic", LISTING, rf"no answer within {deadline_for(1):.0f} s"), 1)
     started = time.monotonic()
     result = run("ls", m.path / "sigmic" / TASK, check=False)

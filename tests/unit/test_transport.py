@@ -8,6 +8,7 @@ here a real forward proxy and a real TLS server on 127.0.0.1 check each path.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import ssl
 import threading
@@ -26,6 +27,7 @@ from artifactfs import transport
 from artifactfs.transport import TransportError, HttpTransport, api_client
 
 BODY = b"artifact bytes\n"
+GZIPPED = gzip.compress(BODY)
 
 
 class Origin(BaseHTTPRequestHandler):
@@ -191,7 +193,7 @@ async def test_no_proxy_exempts_a_host_on_both_paths(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"])
 async def test_a_private_ca_from_the_environment_is_trusted_on_both_paths(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ca: trustme.CA, tls_origin: str, variable: str) -> None:
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(httpx.TransportError):
         await read_api(tls_origin + "/api")
     with pytest.raises(TransportError):
         await trio.to_thread.run_sync(read_bytes, tls_origin + "/bytes")
@@ -247,12 +249,15 @@ class Raw(BaseHTTPRequestHandler):
                   b"content-length: 15\r\n\r\n" + BODY,
         "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n" + BODY,
         "/http10": b"HTTP/1.0 200 OK\r\n\r\n" + BODY,
-        "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nf\r\n" + BODY + b"\r\n0\r\n\r\n",
+        "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nf\r\n" + BODY + b"\r\n0\r\n\r\n",
         "/short": b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\nConnection: close\r\n\r\n" + BODY,
         "/garbage": b"not http at all\r\n\r\n",
+        "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(GZIPPED), GZIPPED),
     }
+    seen: list[str] = []
 
     def do_GET(self) -> None:
+        Raw.seen.append(self.path)
         self.wfile.write(self.answers[self.path])
         self.close_connection = True
 
@@ -273,6 +278,29 @@ async def test_the_trio_path_reads_what_servers_send_and_leaves_chunked_bodies_t
             await read_here(base + "/short")
         with pytest.raises(TransportError):
             await read_here(base + "/garbage")
+
+
+async def test_the_api_path_reads_what_servers_send_and_sends_chunked_origins_to_httpx() -> None:
+    """API GETs go over ``wire``; an origin that answers with a chunked body is asked again
+    through httpx's own transport, and from then on only there."""
+    for base in serve(Raw):
+        Raw.seen = []
+        async with api_client(5, 5) as client:
+            resp = await client.get(base + "/lower")
+            assert resp.status_code == 206 and resp.headers["x-a"] == "1, 2" and resp.content == BODY
+            assert (await client.get(base + "/continue")).content == BODY
+            assert (await client.get(base + "/http10")).content == BODY
+            assert (await client.get(base + "/gzip")).content == BODY  # httpx decodes what wire read
+            with pytest.raises(httpx.TransportError, match="broke off"):
+                await client.get(base + "/short")
+            with pytest.raises(httpx.TransportError):
+                await client.get(base + "/garbage")
+            assert Raw.seen.count("/chunked") == 0
+            assert (await client.get(base + "/chunked")).content == BODY
+            assert Raw.seen.count("/chunked") == 2
+            assert (await client.get(base + "/chunked")).content == BODY
+            assert (await client.get(base + "/lower")).content == BODY
+        assert Raw.seen.count("/chunked") == 3
 
 
 DELAYED_ACK = 0.04  # Linux's delayed-ACK timer: what a stalled answer waits for
