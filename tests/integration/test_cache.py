@@ -177,6 +177,26 @@ def test_a_read_after_a_seek_asks_its_pages_then_its_block(mount: MountFactory, 
     assert ranges == [f"bytes={block}-{block + 4095}", f"bytes={block}-{block + BLOCK_SIZE - 1}"], ranges
 
 
+def test_head_of_a_big_file_asks_its_pages_and_reading_on_takes_blocks(mount: MountFactory,
+                                                                        emulator: Emulator) -> None:
+    """``head -c`` of a file bigger than the first window fetches what the kernel asks at
+    offset 0, as the bare file system would; reading the file whole then goes by blocks."""
+    blob = put(emulator, "data/big.bin", 8 * MiB, seed=12)
+    m = mount()
+    target = file_of(m, "data/big.bin")
+    target.stat()
+    emulator.clear_requests()
+    head = subprocess.run(["head", "-c", "4096", str(target)], capture_output=True, check=True, timeout=60)
+    assert head.stdout == blob.read(0, 4096)
+    ranges = [r["headers"].get("range") for r in downloads(emulator, "data/big.bin")]
+    assert len(ranges) == 1 and ranges[0].startswith("bytes=0-"), ranges
+    assert 4096 <= int(ranges[0].split("-")[1]) + 1 < BLOCK_SIZE, ranges
+    assert run("sha256sum", target).stdout.split()[0] == blob.sha256()
+    sizes = [int(r["headers"]["range"].split("-")[1]) - int(r["headers"]["range"][6:].split("-")[0]) + 1
+             for r in downloads(emulator, "data/big.bin")[1:]]
+    assert min(sizes) >= BLOCK_SIZE, sizes
+
+
 def test_origin_that_ignores_range_still_works(mount: MountFactory, emulator: Emulator) -> None:
     emulator.set(api_ignore_range=True)
     blob = put(emulator, "data/norange.bin", 24 * MiB, seed=8)

@@ -296,8 +296,12 @@ async def test_readers_of_one_block_share_one_fetch(tmp_path: Path) -> None:
 async def test_sequential_reads_grow_the_window_and_a_seek_fetches_one_block(tmp_path: Path) -> None:
     world, blob = world_with(40 * MIB)
     async with running(world, tmp_path) as (core, transport):
-        assert await read_range(core, FILE, 0, 4096) == blob.read(0, 4096)
-        assert transport.ranges("/download") == [f"bytes=0-{engine.FIRST_WINDOW * BLOCK + BLOCK - 1}"]
+        opened = await core.open_path(FILE)
+        for offset in (0, 4096):  # an opening read shorter than a block asks its bytes (``head -c``); the
+            assert await core.read(opened.fh, offset, 4096) == blob.read(offset, 4096)  # next starts the window
+        core.release(opened.fh)
+        assert transport.ranges("/download") == ["bytes=0-4095", f"bytes=0-{engine.FIRST_WINDOW * BLOCK + BLOCK - 1}"]
+        transport.calls.clear()
         assert await read_all(core, FILE) == blob.read_all()
         sizes = [int(r.split("-")[1]) - int(r.split("=")[1].split("-")[0]) + 1 for r in transport.ranges("/download")]
         assert len(sizes) < 12 and engine.MAX_WINDOW * BLOCK // 2 <= max(sizes) <= engine.MAX_WINDOW * BLOCK
@@ -351,12 +355,14 @@ async def test_reopening_a_file_reuses_its_url_and_what_it_read(tmp_path: Path) 
     world.put_gumloop_artifact("agent_x", "big.bin", blob)
     async with running(world, tmp_path) as (core, transport):
         path = "gumloop/agent_x/latest/big.bin"
-        for offset in (0, 10 * BLOCK, 0):
+        for offset in (0, 10 * BLOCK, 0, 0):
             assert await read_range(core, path, offset, 100) == blob.read(offset, 100)
             await core.engine.settled()  # nobody reads it now
         resolves = [entry for entry in transport.origin.log.entries() if entry["path"].endswith("/download")]
         assert resolves == []  # the listed URL served every open: no new one asked for
-        assert len(transport.ranges("/storage")) == 2  # the first window once, block 10 once
+        # The opening read's bytes, blocks 10 on, the first window once block 0 is read again; then memory.
+        assert transport.ranges("/storage") == ["bytes=0-99", f"bytes={10 * BLOCK}-{12 * BLOCK - 1}",
+                                                f"bytes=0-{(engine.FIRST_WINDOW + 1) * BLOCK - 1}"]
 
 
 async def test_an_open_file_reads_blocks_that_left_memory_from_the_disk(tmp_path: Path,
