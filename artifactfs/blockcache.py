@@ -11,7 +11,7 @@ so several processes share it).
   content, index, length) and its payload its checksum; a hole, a torn write or anything else
   is a miss, the block is dropped and the log says so. Changing the format or block size
   never serves old blocks.
-- Write-behind: ``store`` queues a block and returns; one writer thread writes consecutive
+- Write-behind: ``store`` checksums a block and queues it; one writer thread writes consecutive
   blocks with one ``pwritev`` into files it keeps open (runs of full blocks around the page
   cache, with O_DIRECT, where the file system allows), and index rows in batches. A full queue (a
   slow disk) drops blocks rather than slowing a read, unless the caller asks to wait (a server
@@ -172,10 +172,15 @@ def data_path(directory: Path, content: str) -> Path:
     return directory / DATA_DIR / content
 
 
-def header_into(slot: memoryview, content: str, index: int, payload: memoryview, block_size: int) -> None:
+def checksum(payload: memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(payload)
+
+
+def header_into(slot: memoryview, content: str, index: int, payload: memoryview, block_size: int,
+                payload_checksum: int) -> None:
     """Write a block's header at the start of ``slot`` (the rest of the slot stays as it is: zeros)."""
     HEADER.pack_into(slot, 0, MAGIC, FORMAT_VERSION, 0, block_size, index, len(payload), bytes.fromhex(content),
-                     xxhash.xxh3_64_intdigest(payload))
+                     payload_checksum)
 
 
 class _Descriptors:
@@ -317,13 +322,13 @@ class BlockCache:
     def _verified(self, content: str, index: int, raw: memoryview) -> memoryview | None:
         if not len(raw) or raw[:4] == b"\0\0\0\0":
             return None  # a hole: never written, or punched out
-        magic, version, _, block_size, idx, length, ident, checksum = HEADER.unpack_from(bytes(raw[:HEADER.size]).ljust(HEADER.size, b"\0"))
+        magic, version, _, block_size, idx, length, ident, stored_checksum = HEADER.unpack_from(bytes(raw[:HEADER.size]).ljust(HEADER.size, b"\0"))
         payload = raw[SLOT:SLOT + length]
         problem = ("not a block" if magic != MAGIC else "another format" if version != FORMAT_VERSION
                    else "another block size" if block_size != self.block_size
                    else "another block" if idx != index or ident != bytes.fromhex(content)
                    else "wrong length" if length != len(payload) or length > block_size
-                   else "wrong checksum" if xxhash.xxh3_64_intdigest(payload) != checksum else None)
+                   else "wrong checksum" if checksum(payload) != stored_checksum else None)
         if problem:
             log.warning("cache block %s.%d is damaged (%s); dropped, fetching it again", content, index, problem)
             self._enqueue(("drop", content, index))
@@ -336,7 +341,11 @@ class BlockCache:
 
     def store(self, content: str, first: int, payloads: Sequence[memoryview], *, wait: bool = False) -> bool:
         """Queue verified blocks ``first``, ``first + 1`` … for the disk, all or none; False if
-        dropped (queue full and not waiting)."""
+        dropped (queue full and not waiting).
+
+        Their checksums are taken here, by the thread that just received them: in the CPU's
+        cache a 128 KiB block hashes in ~2 µs, while the writer, long after, took ~54 µs per
+        block with the GIL held (23 ms for the 53 MiB it kept of fsspec's 200-file case)."""
         size = sum(len(payload) for payload in payloads)
         with self._cond:
             while self._queued + size > QUEUE_BYTES and not self._stopping:
@@ -345,9 +354,11 @@ class BlockCache:
                 self._cond.wait(1.0)
             if self._stopping:
                 return False
+            self._queued += size  # their room, held while their checksums are taken
+        blocks = [("block", content, first + i, payload, checksum(payload)) for i, payload in enumerate(payloads)]
+        with self._cond:
             was = len(self._queue)
-            self._queue.extend(("block", content, first + i, payload) for i, payload in enumerate(payloads))
-            self._queued += size
+            self._queue.extend(blocks)
             if not was or was < self._batch <= len(self._queue):  # wake the writer: it gathers for BATCH_WAIT
                 self._cond.notify()
         return True
@@ -434,7 +445,7 @@ class BlockCache:
 
     def _write_batch(self, batch: list[tuple]) -> None:
         rows, totals, drops, trees, touched_trees = [], [], [], [], []
-        blocks: list[tuple[str, int, memoryview]] = []
+        blocks: list[tuple[str, int, memoryview, int]] = []
         now = time.time()
         writing = {item[1] for item in batch if item[0] == "block"}
         for descriptors in self._descriptors():
@@ -454,30 +465,30 @@ class BlockCache:
                 trees.append((item[1], item[2], now))
             else:
                 touched_trees.append((now, item[1]))
-        for content, first, payloads in _runs(blocks, self.block_size):
-            if self._write_run(content, first, payloads):
-                rows += [(content, first + i, len(payload), now) for i, payload in enumerate(payloads)]
+        for content, first, run in _runs(blocks, self.block_size):
+            if self._write_run(content, first, run):
+                rows += [(content, first + i, len(payload), now) for i, (payload, _) in enumerate(run)]
         if blocks:
             with self._cond:
-                self._queued -= sum(len(payload) for _, _, payload in blocks)
+                self._queued -= sum(len(payload) for _, _, payload, _ in blocks)
                 self._cond.notify_all()
         if rows or totals or drops or trees or touched_trees:
             self._held.update(content for content, _, _, _ in rows)
             self._index(rows, totals, drops, trees, touched_trees)
 
-    def _write_run(self, content: str, first: int, payloads: list[memoryview]) -> bool:
+    def _write_run(self, content: str, first: int, run: list[tuple[memoryview, int]]) -> bool:
         """Write consecutive blocks at their place in their content's file, in one call (full
         blocks around the page cache where the file system allows); False if the disk refused."""
         if time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
             return False
         parts: list[memoryview] = []
         slots = memoryview(self._slots)
-        for i, payload in enumerate(payloads):
+        for i, (payload, payload_checksum) in enumerate(run):
             slot = slots[i * SLOT:(i + 1) * SLOT]
-            header_into(slot, content, first + i, payload, self.block_size)
+            header_into(slot, content, first + i, payload, self.block_size, payload_checksum)
             parts += [slot, payload]
         size = sum(len(part) for part in parts)
-        direct = len(payloads[-1]) == self.block_size
+        direct = len(run[-1][0]) == self.block_size
         evicted = False
         while True:
             try:
@@ -674,19 +685,20 @@ class BlockCache:
             self._reader.close()
 
 
-def _runs(blocks: list[tuple[str, int, memoryview]], block_size: int) -> Iterator[tuple[str, int, list[memoryview]]]:
+def _runs(blocks: list[tuple[str, int, memoryview, int]],
+          block_size: int) -> Iterator[tuple[str, int, list[tuple[memoryview, int]]]]:
     """Queued blocks as runs of consecutive blocks of one content: (content, first index,
-    payloads), each run written where its first block goes. Only a full block is followed
-    by another in a run (the next block's slot starts where it ends)."""
-    run: tuple[str, int, list[memoryview]] | None = None
-    for content, index, payload in blocks:
+    payloads with their checksums), each run written where its first block goes. Only a full
+    block is followed by another in a run (the next block's slot starts where it ends)."""
+    run: tuple[str, int, list[tuple[memoryview, int]]] | None = None
+    for content, index, payload, payload_checksum in blocks:
         if (run is not None and run[0] == content and run[1] + len(run[2]) == index
-                and len(run[2][-1]) == block_size and len(run[2]) < IOV_BLOCKS):
-            run[2].append(payload)
+                and len(run[2][-1][0]) == block_size and len(run[2]) < IOV_BLOCKS):
+            run[2].append((payload, payload_checksum))
             continue
         if run is not None:
             yield run
-        run = (content, index, [payload])
+        run = (content, index, [(payload, payload_checksum)])
     if run is not None:
         yield run
 

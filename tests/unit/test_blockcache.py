@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from artifactfs import blockcache
-from artifactfs.blockcache import SLOT, BlockCache, content_hash, data_path, header_into, read_stats
+from artifactfs.blockcache import SLOT, BlockCache, checksum, content_hash, data_path, header_into, read_stats
 
 BLOCK = 4096
 STRIDE = SLOT + BLOCK
@@ -52,7 +52,7 @@ def stored(c: BlockCache, content: str, *indexes: int, size: int = BLOCK,
 def encode_header(content: str, index: int, data: memoryview) -> bytes:
     """A block's header padded to its slot, as the writer writes it."""
     slot = bytearray(SLOT)
-    header_into(memoryview(slot), content, index, data, BLOCK)
+    header_into(memoryview(slot), content, index, data, BLOCK, checksum(data))
     return bytes(slot)
 
 
