@@ -293,6 +293,9 @@ async def test_the_api_path_reads_what_servers_send_and_sends_chunked_origins_to
             assert (await client.get(base + "/gzip")).content == BODY  # httpx decodes what wire read
             with pytest.raises(httpx.TransportError, match="broke off"):
                 await client.get(base + "/short")
+            with pytest.raises(httpx.TransportError) as through_httpx:  # a GET with a body is httpx's
+                await client.request("GET", base + "/short", content=b"x")
+            assert "broke off" not in str(through_httpx.value)
             with pytest.raises(httpx.TransportError):
                 await client.get(base + "/garbage")
             assert Raw.seen.count("/chunked") == 0
