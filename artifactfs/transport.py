@@ -98,6 +98,29 @@ def proxy_for(url: str, proxies: Mapping[str, str]) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
+class RunWire:
+    """A ``wire`` transport per trio run, made on first use: its sockets belong to the run."""
+
+    def __init__(self, name: str, connect_timeout: float) -> None:
+        self._var: trio.lowlevel.RunVar[wire.TrioTransport] = trio.lowlevel.RunVar(name)
+        self._connect_timeout = connect_timeout
+
+    def get(self) -> wire.TrioTransport:
+        try:
+            return self._var.get()
+        except LookupError:
+            here = wire.TrioTransport(ssl_context, USER_AGENT, self._connect_timeout)
+            self._var.set(here)
+            return here
+
+    def close(self) -> None:
+        """Close the connections this run kept, if it made any."""
+        try:
+            self._var.get().close()
+        except LookupError:
+            pass
+
+
 def api_client(timeout: float, connect: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The async client for provider APIs: same TLS and proxies as the byte path
     (``transport`` replaces the network in tests)."""
@@ -126,9 +149,8 @@ class ApiTransport(httpx.AsyncBaseTransport):
     answered with a chunked body, which ``wire`` does not read (that request is sent again)."""
 
     def __init__(self, connect_timeout: float) -> None:
-        self._connect_timeout = connect_timeout
         self._proxies = urllib.request.getproxies_environment()
-        self._wire: trio.lowlevel.RunVar[wire.TrioTransport] = trio.lowlevel.RunVar("artifactfs.api-wire")
+        self._wire = RunWire("artifactfs.api-wire", connect_timeout)
         self._httpx: dict[str | None, httpx.AsyncHTTPTransport] = {}  # per proxy; None: direct
         self._elsewhere: set[tuple[str, str, int | None]] = set()  # origins that chunked
 
@@ -149,15 +171,10 @@ class ApiTransport(httpx.AsyncBaseTransport):
 
     async def _on_wire(self, request: httpx.Request, url: str) -> httpx.Response | None:
         """The whole response read over ``wire``; None for a chunked body."""
-        try:
-            here = self._wire.get()
-        except LookupError:
-            here = wire.TrioTransport(ssl_context, USER_AGENT, self._connect_timeout)
-            self._wire.set(here)
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in request.headers.raw}
         timeout = request.extensions.get("timeout", {}).get("read") or CONNECT_TIMEOUT
         try:
-            resp = await here.open(url, headers, timeout)
+            resp = await self._wire.get().open(url, headers, timeout)
             if resp is None:
                 return None
             try:
@@ -170,10 +187,7 @@ class ApiTransport(httpx.AsyncBaseTransport):
                               request=request)
 
     async def aclose(self) -> None:
-        try:
-            self._wire.get().close()
-        except LookupError:
-            pass
+        self._wire.close()
         for via in self._httpx.values():
             await via.aclose()
 
@@ -279,7 +293,7 @@ class HttpTransport:
     ``ProxyManager`` does the tunnelling. The environment's proxies are read once."""
 
     def __init__(self) -> None:
-        self._here: trio.lowlevel.RunVar[wire.TrioTransport] = trio.lowlevel.RunVar("artifactfs.wire")
+        self._here = RunWire("artifactfs.wire", CONNECT_TIMEOUT)
         self._proxies = urllib.request.getproxies_environment()
         self._managers: dict[str, urllib3.ProxyManager] = {}
         self._origins: dict[tuple[str, str], _Origin | str] = {}
@@ -315,18 +329,10 @@ class HttpTransport:
         """A direct origin's answer read on the trio thread (``wire``); None through a proxy."""
         if isinstance(self._route(url), str):
             return None
-        try:
-            here = self._here.get()
-        except LookupError:
-            here = wire.TrioTransport(ssl_context, USER_AGENT, CONNECT_TIMEOUT)
-            self._here.set(here)
-        return await here.open(url, headers, timeout)
+        return await self._here.get().open(url, headers, timeout)
 
     def close_here(self) -> None:
-        try:
-            self._here.get().close()
-        except LookupError:
-            pass
+        self._here.close()
 
     @staticmethod
     def _direct(origin: _Origin, target: str, headers: Mapping[str, str], timeout: float) -> ByteResponse:
