@@ -149,9 +149,14 @@ class Handle:
     window: int = 0
 
 
+def _at_start(handle: Handle, offset: int) -> bool:
+    """Whether a read at ``offset`` is the handle's first, at the start of the file."""
+    return offset == 0 and handle.next_offset == 0
+
+
 def _sequential(handle: Handle, offset: int) -> bool:
     """Whether a read at ``offset`` goes on from the handle's last one (or starts the file)."""
-    if offset == 0 and handle.next_offset == 0:
+    if _at_start(handle, offset):
         return True
     return handle.next_offset - SEQUENTIAL_SLACK <= offset <= handle.next_offset + SEQUENTIAL_SLACK
 
@@ -383,7 +388,7 @@ class Engine:
     def _adapt(self, handle: Handle, offset: int) -> None:
         """The handle's readahead window: a small one at the start, doubled on sequential reads,
         none after a seek."""
-        if offset == 0 and handle.next_offset == 0:
+        if _at_start(handle, offset):
             handle.window = max(handle.window, FIRST_WINDOW)
         elif _sequential(handle, offset):
             handle.window = min(max(handle.window, 1) * 2, MAX_WINDOW)
@@ -397,7 +402,7 @@ class Engine:
         it whole). Not where the server sends whole bodies (they stream once, every block kept)."""
         content = handle.content
         index = offset // BLOCK_SIZE
-        opening = offset == 0 and handle.next_offset == 0 and (content.expected_blocks() or 0) > FIRST_WINDOW
+        opening = _at_start(handle, offset) and (content.expected_blocks() or 0) > FIRST_WINDOW
         if (not 0 < size < BLOCK_SIZE or (offset + size - 1) // BLOCK_SIZE != index
                 or (_sequential(handle, offset) and not opening)
                 or not content.ranges_honoured or content.streams or index in content.touched
