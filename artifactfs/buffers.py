@@ -15,9 +15,8 @@ come from the heap.
 Once a fetch had to take a second new map of a size class, a background thread makes
 ``SPARE_BYTES`` more of that class and touches their pages, so the next fetches find them
 ready: a fresh mount reading 200 files of 1 MiB took ~50 new maps, their pages faulted in by
-the trio thread's ``recv`` (0.4 ms per MiB). The same thread warms the pool when a core
-starts (``warm``), so a first burst finds its maps made before it comes. One pool serves the
-whole process (``process_pool``): its maps outlive a core, and several cores share its bound.
+the trio thread's ``recv`` (0.4 ms per MiB). A mount's very first read (``head -c``) starts
+no thread and shares the machine with nothing.
 """
 
 from __future__ import annotations
@@ -79,7 +78,7 @@ class BufferPool:
         self._bytes = 0
         self._lock = threading.Lock()
         self._short = threading.Condition(self._lock)
-        self._wanted: dict[int, int] = {}  # bytes of spares to make, per size class
+        self._classes_short: set[int] = set()  # size classes to make spares of
         self._made: collections.Counter[int] = collections.Counter()  # new maps taken, per class
         self._maker: tuple[int, threading.Thread] | None = None  # its process, as a fork leaves it behind
 
@@ -123,23 +122,13 @@ class BufferPool:
             ring.popleft()
             self._bytes -= size_class
 
-    def warm(self, size: int, total: int) -> None:
-        """Have ``total`` bytes of touched maps of ``size``'s class made in the background,
-        before fetches ask for them (as far as the pool has room)."""
-        if self.smallest <= size <= self.largest and self.limit:
-            with self._lock:
-                self._want(self._class_of(size), total)
-
     def _want_spares(self, size_class: int) -> None:
         """Under the lock: a fetch took a new map of ``size_class``; from the second on, have
         spares made."""
         self._made[size_class] += 1
-        if self.spares and self._made[size_class] >= 2:
-            self._want(size_class, self.spares)
-
-    def _want(self, size_class: int, total: int) -> None:
-        """Under the lock: ``total`` more bytes of spares of ``size_class``, by the maker thread."""
-        self._wanted[size_class] = max(self._wanted.get(size_class, 0), total)
+        if not self.spares or self._made[size_class] < 2:
+            return
+        self._classes_short.add(size_class)
         if self._maker is None or self._maker[0] != os.getpid():
             maker = threading.Thread(target=self._make_spares, name="artifactfs-buffers", daemon=True)
             self._maker = (os.getpid(), maker)
@@ -155,31 +144,17 @@ class BufferPool:
             return
         while True:
             with self._lock:
-                while not self._wanted:
+                while not self._classes_short:
                     self._short.wait()
-                size_class, total = self._wanted.popitem()
-            self._spare(size_class, total, zeros)
+                size_class = self._classes_short.pop()
+            self._spare(size_class, zeros)
 
-    def _spare(self, size_class: int, total: int, zeros: int) -> None:
-        """``total`` bytes of touched maps of ``size_class``, as far as the pool has room: a
+    def _spare(self, size_class: int, zeros: int) -> None:
+        """``SPARE_BYTES`` of touched maps of ``size_class``, as far as the pool has room: a
         spare must not push out a map that may be free (and still in the CPU's caches) soon."""
-        for _ in range(max(1, total // size_class)):
+        for _ in range(max(1, self.spares // size_class)):
             if self._bytes + size_class > self.limit:
                 return
             segment = _touched(_new_map(size_class), zeros)
             with self._lock:
                 self._keep(segment)
-
-
-_pool: BufferPool | None = None
-_pool_lock = threading.Lock()
-
-
-def process_pool(smallest: int, largest: int) -> BufferPool:
-    """This process's pool: its maps outlive a core, and the cores of one process (fsspec
-    sessions with different options) share its bound."""
-    global _pool
-    with _pool_lock:
-        if _pool is None or (_pool.smallest, _pool.largest) != (smallest, largest):
-            _pool = BufferPool(smallest, largest)
-        return _pool

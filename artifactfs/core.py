@@ -172,7 +172,6 @@ class Core:
             async with trio.open_nursery() as nursery:
                 core = cls(config, nursery, cache, providers)
                 workers().warm(WARM_WORKERS)
-                core.engine.warm_buffers()
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 try:
                     yield core

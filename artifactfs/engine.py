@@ -43,7 +43,7 @@ import trio
 
 from . import archive
 from .blockcache import BlockCache, content_hash
-from .buffers import process_pool
+from .buffers import BufferPool
 from .errors import FsError, RemoteError
 from .model import Source
 from .workers import workers
@@ -61,7 +61,6 @@ READAHEAD_BYTES = 16 << 20  # blocks fetched ahead of every reader together
 SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
 WAIT_MARGIN = 2.0
 SEGMENT_MAX = 2 << 20  # one buffer per fetch, up to this; a whole body gets several
-WARM_SIZE, WARM_BYTES = 1 << 20, 40 << 20  # buffers made at the start: of a whole small file's size
 SIZES_KEPT = 100_000  # learned sizes outlive their contents' last reader (stat shows them)
 IDLE_KEPT = 256  # contents nobody has open, with what is known of them (no cache index query on reopening)
 SOURCES_KEPT = 10_000  # so do resolved URLs: reopening a file asks the API again only once they expire
@@ -241,7 +240,7 @@ class Engine:
         self.nursery = nursery
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
-        self.buffers = process_pool(BLOCK_SIZE, SEGMENT_MAX)
+        self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX)
         self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
@@ -253,13 +252,6 @@ class Engine:
         self._quiet = trio.Event()
 
     # ---- open / size / release -------------------------------------------------------------------
-
-    def warm_buffers(self) -> None:
-        """Have the buffers of a first burst of reads of whole small files (512 KiB to 1 MiB)
-        made now, in the background, so that burst's receives do not fault their pages in
-        (0.3 to 0.5 ms per MiB here): about what the memory window and the reads in flight
-        hold once the pool reuses its maps."""
-        self.buffers.warm(WARM_SIZE, WARM_BYTES)
 
     async def open(self, provider: "Provider", ref: Hashable, key: Hashable, fingerprint: str,
                    claimed: int | None) -> Handle:

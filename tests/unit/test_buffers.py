@@ -111,36 +111,13 @@ def test_a_second_new_map_has_spares_made_in_the_background() -> None:
     assert {id(pool.take(256 * K).obj) for _ in range(4)} == {id(segment) for segment in spares}
 
 
-def wait_for_maps(pool: BufferPool, size_class: int, count: int) -> None:
-    for _ in range(500):  # bounded: 5 s at most
-        if len(pool.maps(size_class)) >= count:
-            return
-        time.sleep(0.01)
-
-
-def test_warming_makes_maps_of_a_class_that_the_next_takes_get() -> None:
-    """A core warms the pool at its start, so a first burst of reads finds its buffers made."""
-    pool = BufferPool(256 * K, 2048 * K, limit=4096 * K, spares=0)
-    pool.warm(1000 * K, 3072 * K)
-    pool.warm(100 * K, 1024 * K)  # outside the pool's sizes: nothing
-    wait_for_maps(pool, 1024 * K, 3)
-    warmed = pool.maps(1024 * K)
-    assert len(warmed) == 3 and list(pool._rings) == [1024 * K]
-    assert {id(pool.take(1024 * K).obj) for _ in range(3)} == {id(segment) for segment in warmed}
-    assert not pool._made  # none of those takes made a map
-
-
-def test_one_pool_per_process_for_the_same_sizes() -> None:
-    assert buffers.process_pool(256 * K, 2048 * K) is buffers.process_pool(256 * K, 2048 * K)
-
-
 def test_spares_are_made_only_where_the_pool_has_room() -> None:
     """A spare never pushes a map out of the pool (it may be free again soon, its pages warm)."""
     pool = BufferPool(256 * K, 2048 * K, limit=768 * K, spares=1024 * K)
     first = pool.take(256 * K)
     zeros = os.open("/dev/zero", os.O_RDONLY)
     try:
-        pool._spare(256 * K, 1024 * K, zeros)
+        pool._spare(256 * K, zeros)
     finally:
         os.close(zeros)
     assert len(pool.maps(256 * K)) == 3 and first.obj in pool.maps(256 * K)

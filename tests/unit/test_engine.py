@@ -23,7 +23,6 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 
 from artifactfs import blockcache, engine
-from artifactfs.buffers import BufferPool, process_pool
 from artifactfs.config import load_config
 from artifactfs.core import Core
 from artifactfs.emulator import Emulator, PatternBlob
@@ -90,15 +89,6 @@ async def read_range_of(core: Core, fh: int, offset: int, size: int) -> bytes:
 
 
 FILE = f"sigmic/{TASK}/{PATH}"
-
-
-async def test_a_core_warms_the_buffer_pool_at_its_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh mount's first burst of cold reads (200 files of 1 MiB) finds its buffers made."""
-    asked: list[tuple[int, int]] = []
-    monkeypatch.setattr(BufferPool, "warm", lambda pool, size, total: asked.append((size, total)))
-    async with running(world_with(BLOCK)[0], tmp_path) as (core, _):
-        assert core.engine.buffers is process_pool(BLOCK, engine.SEGMENT_MAX)
-        assert asked == [(MIB, engine.WARM_BYTES)] and engine.WARM_SIZE == MIB
 
 
 async def test_a_directory_opened_again_hands_out_the_same_entries_until_its_listing_changes(
