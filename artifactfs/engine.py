@@ -154,6 +154,11 @@ def _at_start(handle: Handle, offset: int) -> bool:
     return offset == 0 and handle.next_offset == 0
 
 
+def _opening(handle: Handle, offset: int) -> bool:
+    """Whether a read at ``offset`` opens a file bigger than the first window (``head -c``)."""
+    return _at_start(handle, offset) and (handle.content.expected_blocks() or 0) > FIRST_WINDOW
+
+
 def _sequential(handle: Handle, offset: int) -> bool:
     """Whether a read at ``offset`` goes on from the handle's last one (or starts the file)."""
     if _at_start(handle, offset):
@@ -402,9 +407,8 @@ class Engine:
         it whole). Not where the server sends whole bodies (they stream once, every block kept)."""
         content = handle.content
         index = offset // BLOCK_SIZE
-        opening = _at_start(handle, offset) and (content.expected_blocks() or 0) > FIRST_WINDOW
         if (not 0 < size < BLOCK_SIZE or (offset + size - 1) // BLOCK_SIZE != index
-                or (_sequential(handle, offset) and not opening)
+                or (_sequential(handle, offset) and not _opening(handle, offset))
                 or not content.ranges_honoured or content.streams or index in content.touched
                 or (content.total is not None and offset >= content.total)
                 or self._available(content, index) or index in content.on_disk):
