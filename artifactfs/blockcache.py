@@ -366,11 +366,11 @@ class BlockCache:
     def learned_total(self, content: str, total: int) -> None:
         self._enqueue(("total", content, total))
 
-    def count(self, hit: bool) -> None:
+    def count(self, hit: bool, blocks: int = 1) -> None:
         if hit:
-            self._hits += 1
+            self._hits += blocks
         else:
-            self._misses += 1
+            self._misses += blocks
 
     def _enqueue(self, item: tuple) -> None:
         with self._cond:

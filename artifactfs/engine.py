@@ -91,14 +91,28 @@ class ContentId(NamedTuple):
 
 
 class _Pending:
-    """A block being fetched or loaded: readers wait on ``done``, then take ``span`` or ``error``."""
+    """A block being fetched or loaded: readers ``wait``, then take ``span`` or ``error``. The
+    event is made for a reader that waits: a claim's blocks are mostly waited for by nobody."""
 
-    __slots__ = ("done", "span", "error")
+    __slots__ = ("arrived", "span", "error", "_event")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.arrived = False
         self.span: Span | None = None
         self.error: FsError | None = None
+        self._event: trio.Event | None = None
+
+    async def wait(self) -> None:
+        if not self.arrived:
+            if self._event is None:
+                self._event = trio.Event()
+            await self._event.wait()
+
+    def settle(self) -> None:
+        """Its ``span`` or ``error`` is set: the readers waiting go on."""
+        self.arrived = True
+        if self._event is not None:
+            self._event.set()
 
 
 @dataclass(eq=False)
@@ -349,8 +363,7 @@ class Engine:
             handle.next_offset, handle.window = was  # readahead too: one request for both, by ``read``
             return None
         handle.next_offset = end
-        for _ in known:
-            self.cache.count(hit=True)
+        self.cache.count(hit=True, blocks=len(known))
         if not missing:
             self._plan(content, first, last, handle.window)
             return _Reply.of(offset, size, known)
@@ -482,8 +495,7 @@ class Engine:
                   readahead: bool) -> tuple[dict[int, _Pending], int]:
         """Blocks ``[start, end)`` are on their way: readers wait for them, ``settled`` too.
         Their waiters (``mine``), and the readahead bytes they hold."""
-        for _ in range(start, end):
-            self.cache.count(hit=from_disk)
+        self.cache.count(hit=from_disk, blocks=end - start)
         mine = {index: _Pending() for index in range(start, end)}
         content.pending.update(mine)
         held = (end - start) * BLOCK_SIZE if readahead else 0
@@ -505,8 +517,8 @@ class Engine:
             pending = content.pending.get(index)
             if pending is not None:
                 with trio.move_on_at(deadline):
-                    await pending.done.wait()
-                if not pending.done.is_set():
+                    await pending.wait()
+                if not pending.arrived:
                     raise RemoteError(f"{content.id.provider}: block {index} did not arrive in time")
                 if pending.error is not None:
                     raise pending.error
@@ -538,7 +550,7 @@ class Engine:
             pending = content.pending.pop(index, None)
             if pending is not None:
                 pending.span = span
-                pending.done.set()
+                pending.settle()
         self._wake(content)
 
     def _wake(self, content: Content) -> None:
@@ -564,7 +576,7 @@ class Engine:
             self._quiet.set()
         limit = content.blocks()
         for index, pending in mine.items():
-            if pending.done.is_set():
+            if pending.arrived:
                 continue
             if content.pending.get(index) is pending:
                 del content.pending[index]
@@ -572,7 +584,7 @@ class Engine:
                 pending.span = EMPTY
             else:
                 pending.error = error or RemoteError(f"{content.id.provider}: block {index} never arrived")
-            pending.done.set()
+            pending.settle()
         self._wake(content)
         self._drop_if_idle(content)
 

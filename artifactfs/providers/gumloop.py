@@ -17,11 +17,12 @@ token; personal keys also need ``x-auth-key: <user id>`` (``user_id_env``), team
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Hashable, Mapping
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote_plus
 
 from ..config import TEXT, ProviderConfig, Secret
 from ..errors import RemoteError
@@ -213,7 +214,7 @@ def url_expiry(url: str) -> float | None:
     without a date, or for ``Expires``, a number beyond a week is an absolute unix time.
     Anything else is opaque: storage's refusal then makes the reader resolve again.
     """
-    query = _expiry_params(urlsplit(url).query)
+    query = _expiry_params(url.partition("#")[0].partition("?")[2])
     for expires_param, date_param in EXPIRY_PARAMS:
         seconds = as_size(query.get(expires_param))
         if seconds is None:
@@ -232,12 +233,13 @@ def _expiry_params(query: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for part in query.split("&"):
         name, _, value = part.partition("=")
-        name = unquote_plus(name).lower()
+        name = (unquote_plus(name) if "%" in name or "+" in name else name).lower()
         if name in EXPIRY_NAMES and value:
             found[name] = unquote_plus(value)
     return found
 
 
+@functools.lru_cache(maxsize=64)  # the URLs of one listing share their signing time
 def _signing_time(value: str | None) -> float | None:
     """``20260515T143200Z`` (the form of X-Goog-Date and X-Amz-Date) → epoch seconds."""
     text = value or ""
