@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, NamedTuple, Protocol
 import trio
 
 from .blockcache import BlockCache
+from .buffers import Piece
 from .config import Config
 from .engine import BLOCK_SIZE, Engine, Handle
 from .errors import AccessDenied, FsError, Invalid, IsADirectory, NotADirectory, NotFound, ReadOnly, RemoteError
@@ -89,6 +90,8 @@ class Opened:
 class OpenFile(Protocol):
     async def read(self, offset: int, size: int) -> Any: ...
 
+    async def read_out(self, offset: int, size: int) -> Piece: ...
+
     def close(self) -> None: ...
 
 
@@ -100,6 +103,9 @@ class LocalFile:
 
     async def read(self, offset: int, size: int) -> bytes:
         return await workers().run(os.pread, self._fd, size, offset)
+
+    async def read_out(self, offset: int, size: int) -> Piece:
+        return Piece(await self.read(offset, size))
 
     def close(self) -> None:
         os.close(self._fd)
@@ -113,6 +119,9 @@ class RemoteFile:
 
     async def read(self, offset: int, size: int) -> Any:
         return await self._engine.read(self._handle, offset, size)
+
+    async def read_out(self, offset: int, size: int) -> Piece:
+        return await self._engine.read_out(self._handle, offset, size)
 
     def close(self) -> None:
         self._engine.release(self._handle)
@@ -145,12 +154,13 @@ class Core:
     """One mount's file system. Use ``async with Core.running(config) as core``."""
 
     def __init__(self, config: Config, nursery: trio.Nursery, cache: BlockCache,
-                 providers: list[Provider], *, clock: Callable[[], float] = time.monotonic) -> None:
+                 providers: list[Provider], *, clock: Callable[[], float] = time.monotonic,
+                 shared_buffers: bool = False) -> None:
         self.config = config
         self.cache = cache
         self.providers = providers
         self.ns = Namespace(providers, negative_ttl=config.negative_ttl, clock=clock)
-        self.engine = Engine(cache, nursery, clock=time.time)
+        self.engine = Engine(cache, nursery, clock=time.time, shared_buffers=shared_buffers)
         for provider in providers:
             provider.engine = self.engine
         self._files: dict[int, tuple[OpenFile, Node]] = {}
@@ -160,8 +170,10 @@ class Core:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, config: Config, **transports: Any) -> AsyncIterator["Core"]:
+    async def running(cls, config: Config, *, shared_buffers: bool = False,
+                      **transports: Any) -> AsyncIterator["Core"]:
         """The core with its background work (fetches, cache upkeep) running until the block ends.
+        ``shared_buffers``: its callers copy bytes out in their own threads (``read_out``).
         ``transports`` (``api_transport``, ``byte_transport``) replace the network in tests."""
         try:
             cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE)
@@ -170,7 +182,7 @@ class Core:
         providers = [make_provider(p, config.cache_dir, config.timeout, **transports) for p in config.providers]
         try:
             async with trio.open_nursery() as nursery:
-                core = cls(config, nursery, cache, providers)
+                core = cls(config, nursery, cache, providers, shared_buffers=shared_buffers)
                 workers().warm(WARM_WORKERS)
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 try:
@@ -319,11 +331,18 @@ class Core:
 
     @boundary
     async def read(self, fh: int, offset: int, size: int) -> Any:
+        return await self._open_file(fh).read(offset, size)
+
+    @boundary
+    async def read_out(self, fh: int, offset: int, size: int) -> Piece:
+        """``read`` for a caller in another thread: it copies the bytes out (``Piece.tobytes``)."""
+        return await self._open_file(fh).read_out(offset, size)
+
+    def _open_file(self, fh: int) -> OpenFile:
         try:
-            handle, _ = self._files[fh]
+            return self._files[fh][0]
         except KeyError:
             raise FsError(f"file handle {fh} is not open") from None
-        return await handle.read(offset, size)
 
     def release(self, fh: int) -> None:
         handle, node = self._files.pop(fh, (None, None))

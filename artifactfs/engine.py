@@ -43,7 +43,7 @@ import trio
 
 from . import archive
 from .blockcache import BlockCache, content_hash
-from .buffers import BufferPool
+from .buffers import BufferPool, Piece
 from .errors import FsError, RemoteError
 from .model import Source
 from .workers import workers
@@ -222,12 +222,12 @@ class _Reply:
         self.length = 0
 
     @classmethod
-    def of(cls, offset: int, size: int, spans: dict[int, Span]) -> memoryview | bytes:
+    def of(cls, offset: int, size: int, spans: dict[int, Span]) -> _Reply:
         reply = cls(offset, size)
         for index in sorted(spans):
             if not reply.add(index, spans[index]):
                 break
-        return reply.data()
+        return reply
 
     def add(self, index: int, span: Span) -> bool:
         """Take block ``index``'s share of the read; False once the file ended."""
@@ -254,12 +254,13 @@ class _Reply:
 class Engine:
     """Serves reads of every open remote file; fetches run in ``nursery``."""
 
-    def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float]) -> None:
+    def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float],
+                 shared_buffers: bool = False) -> None:
         self.cache = cache
         self.nursery = nursery
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
-        self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX)
+        self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX, shared=shared_buffers)
         self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
@@ -309,7 +310,23 @@ class Engine:
 
     async def read(self, handle: Handle, offset: int, size: int) -> memoryview | bytes:
         """Exactly ``size`` bytes at ``offset``, fewer only at the end of the file: one slice of
-        a fetch's buffer where the read lies within one fetch, else the pieces joined.
+        a fetch's buffer where the read lies within one fetch, else the pieces joined."""
+        got = await self._read(handle, offset, size)
+        return got.data() if isinstance(got, _Reply) else got
+
+    async def read_out(self, handle: Handle, offset: int, size: int) -> Piece:
+        """``read`` for a caller in another thread, which copies the bytes out itself
+        (``Piece.tobytes``): from the fetch's buffer where they lie within one."""
+        got = await self._read(handle, offset, size)
+        if not isinstance(got, _Reply):
+            return Piece(got)
+        if len(got.parts) == 1:
+            part = got.parts[0]
+            return self.buffers.piece(part.base, part.start, part.end)
+        return Piece(got.data())
+
+    async def _read(self, handle: Handle, offset: int, size: int) -> _Reply | memoryview:
+        """A read's blocks gathered (or its bytes, where fetched for it alone).
 
         A read that can be a ``claim`` fetches its blocks itself; the rest waits for blocks on
         their way, loads them from disk, or fetches them with readahead."""
@@ -321,7 +338,7 @@ class Engine:
         got = await self.claim(handle, offset, size)
         if isinstance(got, Claim):
             await self.finish(got)
-            return got.bytes()
+            return got.reply()
         if got is not None:
             return got  # also an empty read, or one past the end of the file
         content = handle.content
@@ -333,10 +350,10 @@ class Engine:
             if not reply.add(index, await self._block(content, index)):
                 break
         handle.next_offset = offset + reply.length
-        return reply.data()
+        return reply
 
-    async def claim(self, handle: Handle, offset: int, size: int) -> memoryview | bytes | Claim | None:
-        """A read that needs no waiting for others: the bytes if memory holds them all; a
+    async def claim(self, handle: Handle, offset: int, size: int) -> _Reply | Claim | None:
+        """A read that needs no waiting for others: its blocks if memory holds them all; a
         ``Claim`` on the blocks missing (one run nobody fetches or loads yet) for the reader
         to fetch itself (``finish``); None if the read must wait (blocks in flight or on
         disk, the whole body streaming), or readahead would fetch more than the rest of the
@@ -346,7 +363,7 @@ class Engine:
         must come from the network."""
         content = handle.content
         if size <= 0 or (content.total is not None and offset >= content.total):
-            return EMPTY.base
+            return _Reply(offset, 0)
         found = self._in_memory(content, offset, size)
         if found is not None and found[1] and (content.source is None or content.source.expiring(self.clock())):
             await self._source(content, False)
@@ -882,20 +899,20 @@ class Claim:
                  reply: _Reply, known: dict[int, Span]) -> None:
         self.content, self.start, self.end, self.mine = content, start, end, mine
         self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
-        self.reply, self.known = reply, known
+        self.gathered, self.known = reply, known
 
-    def bytes(self) -> memoryview | bytes:
-        """The read's bytes, from the blocks memory had and the claim's."""
+    def reply(self) -> _Reply:
+        """The read's blocks, from those memory had and the claim's."""
         spans = {**self.known, **self.sink.kept}
-        for index in range(self.reply.offset // BLOCK_SIZE, (self.reply.end - 1) // BLOCK_SIZE + 1):
+        for index in range(self.gathered.offset // BLOCK_SIZE, (self.gathered.end - 1) // BLOCK_SIZE + 1):
             span = spans.get(index)
             if span is None and self.sink.total is not None and index * BLOCK_SIZE >= self.sink.total:
                 break  # the file ends before the read did
             if span is None:
                 raise RemoteError(f"{self.content.id.provider}: block {index} never arrived")
-            if not self.reply.add(index, span):
+            if not self.gathered.add(index, span):
                 break
-        return self.reply.data()
+        return self.gathered
 
 
 class ThreadReader(io.RawIOBase):

@@ -77,7 +77,7 @@ class ArtifactFileSystem(AbstractFileSystem):
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         """Bytes ``[start:end]`` (negatives count from the end), in one trip to the core."""
-        return bytes(self._call(ops.read_range, path, start, end))
+        return self._call(ops.read_range, path, start, end).tobytes()
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None, autocommit: bool = True,
               cache_options: dict[str, Any] | None = None, **kwargs: Any) -> ArtifactFile:
@@ -141,7 +141,7 @@ class ArtifactFile(AbstractBufferedFile):
 
     def _fetch_range(self, start: int, end: int) -> bytes:
         with translated(self.path):
-            return bytes(self._session.call(self._session.core.read, self._fh, start, end - start))
+            return self._session.call(self._session.core.read_out, self._fh, start, end - start).tobytes()
 
     def _release(self) -> None:
         """Give the handle back without waiting (also from a finalizer, on any thread)."""

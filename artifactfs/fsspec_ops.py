@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .buffers import Piece
 from .core import XATTR_PREFIX, Attributes, Core
 from .errors import NotFound
 from .model import Kind
@@ -96,12 +97,13 @@ async def _learn_size(core: Core, path: str, fh: int) -> int:
     return size
 
 
-async def read_range(core: Core, path: str, start: int | None, end: int | None) -> Any:
-    """Bytes ``[start:end]`` of the file at ``path`` (Python slice rules, negatives from the end)."""
+async def read_range(core: Core, path: str, start: int | None, end: int | None) -> Piece:
+    """Bytes ``[start:end]`` of the file at ``path`` (Python slice rules, negatives from the end),
+    for the caller to copy out (``Piece.tobytes``)."""
     fh, size = await open_file(core, path)
     try:
         first, stop, _ = slice(start, end).indices(size)
-        return await core.read(fh, first, stop - first) if stop > first else b""
+        return await core.read_out(fh, first, stop - first) if stop > first else Piece(b"")
     finally:
         core.release(fh)
 

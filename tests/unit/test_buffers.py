@@ -150,3 +150,38 @@ def test_the_class_holding_most_gives_way_beyond_the_limit() -> None:
     small = pool.take(256 * K)
     assert len(small) == 256 * K
     assert oldest not in pool.maps(512 * K) and len(pool.maps(512 * K)) == 1 and len(pool.maps(256 * K)) == 1
+
+
+def test_a_shared_pool_copies_bytes_out_of_memfd_maps() -> None:
+    """In a shared pool, maps from ``SHARED_MIN`` up are memfds: a piece of one is copied out
+    with ``pread`` at its offset, the same bytes as the view holds."""
+    pool = BufferPool(256 * K, 2048 * K, spares=0, shared=True)
+    view = pool.take(buffers.SHARED_MIN)
+    view[:] = os.urandom(len(view))
+    base = view.toreadonly()
+    piece = pool.piece(base, 1000, 300 * K)
+    assert piece._fd is not None and len(piece) == 300 * K - 1000
+    assert piece.tobytes() == bytes(base[1000:300 * K])
+    small = pool.take(256 * K)  # below SHARED_MIN: an anonymous map
+    small[:4] = b"abcd"
+    assert pool.piece(small.toreadonly(), 0, 4)._fd is None and pool.piece(small, 0, 4).tobytes() == b"abcd"
+    assert buffers.Piece(b"plain").tobytes() == b"plain"
+
+
+def test_a_memfd_goes_with_its_map_and_at_most_shared_maps_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(buffers, "SHARED_MAPS", 2)
+    pool = BufferPool(256 * K, 2048 * K, limit=0, spares=0, shared=True)  # nothing kept: every take is new
+    views = [pool.take(1024 * K) for _ in range(3)]
+    fds = [pool.piece(view, 0, 1)._fd for view in views]
+    assert fds[0] is not None and fds[1] is not None and fds[2] is None  # the third is anonymous
+    os.fstat(fds[0])
+    del views
+    assert not pool._fds
+    with pytest.raises(OSError):
+        os.fstat(fds[0])  # closed with its map
+
+
+def test_a_pool_not_shared_makes_no_memfds() -> None:
+    pool = BufferPool(256 * K, 2048 * K, spares=0)
+    view = pool.take(2048 * K)
+    assert pool.piece(view, 0, 10)._fd is None and not pool._fds
