@@ -135,7 +135,7 @@ class Content:
     streamed_to: int = 0  # blocks below this were passed by a whole-body stream
     ranges_honoured: bool = True  # False once the server answered a range with the whole body
     touched: set[int] = field(default_factory=set)  # blocks a read fetched a part of exactly
-    arrivals: trio.Event = field(default_factory=trio.Event)
+    arrivals: trio.Event | None = None  # made by a reader waiting for a stream's next blocks
     listeners: dict[Hashable, Callable[[int], None]] = field(default_factory=dict)
 
     def blocks(self) -> int | None:
@@ -546,6 +546,8 @@ class Engine:
                 return EMPTY
             if content.streams and index >= content.streamed_to:
                 with trio.move_on_at(deadline):
+                    if content.arrivals is None:
+                        content.arrivals = trio.Event()
                     await content.arrivals.wait()
                 if trio.current_time() >= deadline:
                     raise RemoteError(f"{content.id.provider}: block {index} did not arrive in time")
@@ -571,8 +573,9 @@ class Engine:
         self._wake(content)
 
     def _wake(self, content: Content) -> None:
-        content.arrivals.set()
-        content.arrivals = trio.Event()
+        if content.arrivals is not None:
+            content.arrivals.set()
+            content.arrivals = None
 
     def _learned_total(self, content: Content, total: int) -> None:
         """A fetch (or the cache) told the content's true size: the one place it is kept."""
