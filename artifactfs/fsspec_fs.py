@@ -44,10 +44,16 @@ class ArtifactFileSystem(AbstractFileSystem):
                  cache_size: str | int | None = None, listing_ttl: float | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._key, self._config = load(config, cache_dir, cache_size, listing_ttl)
+        self._current: Session | None = None
         self._session()  # a cache dir that cannot be used fails here, not at the first read
 
     def _session(self) -> Session:
-        return runtime().session(self._key, self._config)
+        """The core for these options: the one of the last call while its run is alive (none
+        after ``shutdown`` or in a forked child), else the process's, started if need be."""
+        current = self._current
+        if current is None or not current.runtime.alive:
+            current = self._current = runtime().session(self._key, self._config)
+        return current
 
     @classmethod
     def _strip_protocol(cls, path: Any) -> Any:
@@ -59,9 +65,11 @@ class ArtifactFileSystem(AbstractFileSystem):
     def _call(self, fn: Callable[..., Any], path: str, *args: Any) -> Any:
         """``await fn(core, path, *args)`` on the trio thread."""
         path = self._strip_protocol(path)
-        with translated(path):
-            session = self._session()
+        session = self._session()
+        try:
             return session.call(fn, session.core, path, *args)
+        except FsError as exc:  # as ``translated`` does, without a generator per call
+            raise os_error(exc, path) from None
 
     # ---- reading ---------------------------------------------------------------------------------
 
@@ -183,10 +191,16 @@ def translated(path: str) -> Iterator[None]:
     try:
         yield
     except FsError as exc:
-        reason, detail = os.strerror(exc.errno), str(exc).strip("/")
-        if detail and detail != path:
-            reason = f"{reason} ({detail})"
-        raise OSError(exc.errno, reason, path) from None
+        raise os_error(exc, path) from None
+
+
+def os_error(exc: FsError, path: str) -> OSError:
+    """The exception for the core's error's errno, naming ``path``, with the core's reason where
+    it says more than the path."""
+    reason, detail = os.strerror(exc.errno), str(exc).strip("/")
+    if detail and detail != path:
+        reason = f"{reason} ({detail})"
+    return OSError(exc.errno, reason, path)
 
 
 def refuse() -> NoReturn:

@@ -367,6 +367,15 @@ def test_equal_options_share_one_core_across_threads(fs: ArtifactFileSystem, con
         again.close()
 
 
+def test_a_file_system_goes_on_in_a_new_run_after_shutdown(fs: ArtifactFileSystem, emulator: Emulator) -> None:
+    """An instance keeps the core of its last call only while that core's run is alive."""
+    first = fs.cat_file(CSV)
+    shutdown()
+    assert our_threads() == []
+    assert fs.cat_file(CSV) == first == sigmic_bytes(emulator, CSV)
+    assert sorted(our_threads()) == sorted(OUR_THREADS)
+
+
 def run_python(code: str, emu: Emulator, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """``python -c code`` in a process where FUSE cannot be used: importing pyfuse3 fails there."""
     stub = tmp_path / "no-fuse"
