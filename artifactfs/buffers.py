@@ -121,6 +121,7 @@ class BufferPool:
         self.smallest, self.largest = smallest, largest
         self.shared = shared
         self._fds: dict[int, int] = {}  # id of a memfd map -> its memfd, while the map lives
+        self._fds_lock = threading.Lock()
         self.limit = limit if _can_tell() else 0
         self.spares = spares
         self._rings: dict[int, collections.deque[mmap.mmap]] = {}  # per size class, least recently taken first
@@ -158,13 +159,14 @@ class BufferPool:
 
     def _new(self, size: int) -> mmap.mmap:
         """A new map: a memfd's in a shared pool, for sizes from ``SHARED_MIN``, up to ``SHARED_MAPS``."""
-        if self.shared and size >= SHARED_MIN and len(self._fds) < SHARED_MAPS:
-            made = _memfd_map(size)
-            if made is not None:
-                segment, fd = made
-                self._fds[id(segment)] = fd
-                weakref.finalize(segment, self._forget, id(segment), fd)
-                return segment
+        if self.shared and size >= SHARED_MIN:
+            with self._fds_lock:  # the spare maker makes maps too: the count and the new map at once
+                made = _memfd_map(size) if len(self._fds) < SHARED_MAPS else None
+                if made is not None:
+                    segment, fd = made
+                    self._fds[id(segment)] = fd
+                    weakref.finalize(segment, self._forget, id(segment), fd)
+                    return segment
         return _new_map(size)
 
     def _forget(self, key: int, fd: int) -> None:
