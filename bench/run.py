@@ -107,7 +107,8 @@ def header(args: argparse.Namespace, env: Env, settings: Settings, tool_notes: l
         f"resolves through the emulator's Gumloop API (own process; agents benchbig, benchsmall, benchmib; "
         f"listing_ttl 60): {via}.",
         f"- Every case runs on a fresh mount (fsspec: a fresh process) with an empty cache dir; each cell is "
-        f"the median of {args.repeat} run(s); timeout {args.timeout:g} s per case; {settings.random_reads} "
+        f"the median of {args.repeat} run(s), each run taking the cases one at a time on every system in turn "
+        f"(every other run in reverse order); timeout {args.timeout:g} s per case; {settings.random_reads} "
         f"reads at seeded offsets; MB/s = 10^6 B/s; ratios are system / reference in the row's unit.",
         *(f"- {note}" for note in tool_notes),
     ]
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 available.append(system)
         for run in range(1, args.repeat + 1):
-            for system in available:
-                runner.run_system(system, f"run {run}/{args.repeat}")
+            order = available if run % 2 else available[::-1]  # no column always follows the same one
+            runner.run_round(order, f"run {run}/{args.repeat}")
         measured = {m for case in cases for m in case.metrics} | {"rss"}
         rows = [m for m in metrics(ds, settings) if m.key in measured]
         text = render(header(args, env, settings, tool_notes), rows, runner.results(systems),

@@ -75,10 +75,14 @@ class Runner:
             cells[metric] = [Cell(note="not available")]
         self.env.notes.append(f"{system.name}: not available here ({problem}).")
 
-    def run_system(self, system: System, label: str) -> None:
+    def run_round(self, systems: list[System], label: str) -> None:
+        """One run of every case on every system, case by case: the systems of a row are
+        measured minutes apart at most, so a spell of load elsewhere on the machine moves them
+        together rather than one column alone (ratios within a row are what targets compare)."""
         for case in self.cases:
-            if system.runs(case) and (system.name, case.key) not in self.timed_out:
-                self.run_case(system, case, label)
+            for system in systems:
+                if system.runs(case) and (system.name, case.key) not in self.timed_out:
+                    self.run_case(system, case, label)
 
     def run_case(self, system: System, case: Case, label: str) -> None:
         """One fresh session, the case bounded in time, then its cells and traffic."""
