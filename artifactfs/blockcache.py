@@ -34,6 +34,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import itertools
 import logging
 import mmap
 import os
@@ -44,7 +45,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Hashable, Iterator, Sequence
+from typing import Any, Hashable, Iterator, Sequence
 
 import xxhash
 
@@ -67,6 +68,7 @@ FLUSH_INTERVAL = 2.0
 ORPHAN_AGE = 60.0
 ENOSPC_EVICT = 64 << 20
 RETRY_AFTER_FAILURE = 5.0
+STATEMENT_ROWS = 200  # rows bound in one statement: their parameters stay under SQLite's oldest limit, 999
 FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (content TEXT, idx INTEGER, size INTEGER, atime REAL,
@@ -83,6 +85,7 @@ CREATE TRIGGER IF NOT EXISTS {table}_{event} AFTER {when} ON {table}
   BEGIN UPDATE counters SET value = value {change} WHERE name = 'used'; END;""" for table in ("blocks", "trees")
     for event, when, change in (("added", "INSERT", "+ NEW.size"), ("resized", "UPDATE OF size", "- OLD.size + NEW.size"),
                                 ("removed", "DELETE", "- OLD.size")))
+DELETE_BLOCKS = "DELETE FROM blocks WHERE {rows}"
 OLDEST = """
 SELECT 'b', content, idx, size, atime FROM blocks
 UNION ALL SELECT 't', name, 0, size, atime FROM trees
@@ -116,6 +119,32 @@ def _connect(directory: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     return db
+
+
+def _many(db: sqlite3.Connection, template: str, rows: Sequence[Sequence[Any]], *lead: Any,
+          row: str | None = None, sep: str = ", ") -> None:
+    """Run ``template`` for all ``rows`` in a few statements: ``{rows}`` in it becomes up to
+    ``STATEMENT_ROWS`` copies of ``row`` (a VALUES tuple by default) joined by ``sep``, bound
+    after the parameters ``lead``.
+
+    ``executemany`` runs one step per row, and Python's sqlite3 lets go of the GIL for each
+    step and takes it back after, each time perhaps from the event loop. A writer's batch
+    (~90 block rows and their files' totals, each batch a new length) took 0.25 ms of CPU
+    this way against 0.38 ms (200 batches, WAL, measured here), with two GIL round trips
+    instead of ~100."""
+    if not rows:
+        return
+    row = row or "(" + ", ".join("?" * len(rows[0])) + ")"
+    for start in range(0, len(rows), STATEMENT_ROWS):
+        chunk = rows[start:start + STATEMENT_ROWS]
+        db.execute(template.format(rows=sep.join([row] * len(chunk))), [*lead, *itertools.chain.from_iterable(chunk)])
+
+
+def _blocks_where(db: sqlite3.Connection, template: str, keys: Sequence[tuple[str, int]], *lead: Any) -> None:
+    """``template`` with ``{rows}`` as a condition matching the blocks ``keys`` (content,
+    index): terms joined by OR, each found through the primary key (a row-value ``IN`` list
+    scanned the whole table)."""
+    _many(db, template, keys, *lead, row="(content = ? AND idx = ?)", sep=" OR ")
 
 
 def _counter(db: sqlite3.Connection, name: str) -> int:
@@ -532,11 +561,10 @@ class BlockCache:
         try:
             with self._db_lock:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(
-                    "INSERT INTO blocks VALUES (?, ?, ?, ?) ON CONFLICT (content, idx) "
-                    "DO UPDATE SET size = excluded.size, atime = excluded.atime", rows)
-                self._db.executemany("INSERT OR REPLACE INTO contents VALUES (?, ?)", totals)
-                self._db.executemany("DELETE FROM blocks WHERE content = ? AND idx = ?", drops)
+                _many(self._db, "INSERT INTO blocks VALUES {rows} ON CONFLICT (content, idx) "
+                      "DO UPDATE SET size = excluded.size, atime = excluded.atime", rows)
+                _many(self._db, "INSERT OR REPLACE INTO contents VALUES {rows}", totals)
+                _blocks_where(self._db, DELETE_BLOCKS, drops)
                 self._db.executemany(
                     "INSERT INTO trees VALUES (?, ?, ?) ON CONFLICT (name) "
                     "DO UPDATE SET size = excluded.size, atime = excluded.atime", trees)
@@ -586,8 +614,7 @@ class BlockCache:
                             break
                         chosen.append(victim)
                         excess -= victim[3]
-                    self._db.executemany("DELETE FROM blocks WHERE content = ? AND idx = ?",
-                                         [(v[1], v[2]) for v in chosen if v[0] == "b"])
+                    _blocks_where(self._db, DELETE_BLOCKS, [(v[1], v[2]) for v in chosen if v[0] == "b"])
                     self._db.executemany("DELETE FROM trees WHERE name = ?", [(v[1],) for v in chosen if v[0] == "t"])
                     self._db.execute("COMMIT")
                 self._free([(kind, name, index) for kind, name, index, _, _ in chosen])
@@ -636,8 +663,7 @@ class BlockCache:
         try:
             with self._db_lock:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("UPDATE blocks SET atime = ? WHERE content = ? AND idx = ?",
-                                     [(now, c, i) for c, i in touched])
+                _blocks_where(self._db, "UPDATE blocks SET atime = ? WHERE {rows}", list(touched), now)
                 self._db.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
                                      [(hits, "hits"), (misses, "misses")])
                 self._db.execute("COMMIT")
