@@ -135,6 +135,25 @@ def test_least_recently_used_blocks_go_beyond_max_size(tmp_path: Path) -> None:
         c.close()
 
 
+def test_index_rows_use_times_and_evictions_go_in_chunks_of_statements(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(blockcache, "STATEMENT_ROWS", 7)
+    c = cache(tmp_path)
+    try:
+        assert c.store(C1, 0, [payload(i) for i in range(20)])
+        assert c.wait_idle()
+        assert sorted(c.snapshot(C1)[0]) == list(range(20))
+        time.sleep(0.01)
+        assert all(load(c, C1, i) is not None for i in range(10))
+        c._flush()  # their use times, in two statements
+        c.max_size = 10 * BLOCK
+        assert c._evict(0)  # the ten not used since, in two statements
+        assert sorted(c.snapshot(C1)[0]) == list(range(10))
+        assert read_stats(tmp_path).bytes == 10 * BLOCK
+    finally:
+        c.close()
+
+
 def test_evicted_blocks_free_their_space_and_empty_files_go(tmp_path: Path) -> None:
     c = cache(tmp_path, max_size=4 * BLOCK)
     try:
