@@ -35,7 +35,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[test,bench]'
 	touch $@
 
-# Full sizes, 3 runs per cell (~15 min on 2 cores); `make bench BENCH_ARGS=--quick` for a smoke run.
+# Full sizes, 3 runs per cell (~17-20 min on 2 cores); `make bench BENCH_ARGS=--quick` for a smoke run.
 # Writes bench/results.md.
 bench: bootstrap $(BENCH_STAMP)
 	$(VENV)/bin/python -m bench.run $(BENCH_ARGS)
