@@ -185,6 +185,8 @@ class Core:
                 core = cls(config, nursery, cache, providers, shared_buffers=shared_buffers)
                 workers().warm(WARM_WORKERS)
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
+                for provider in providers:
+                    nursery.start_soon(provider.http.preconnect)
                 try:
                     yield core
                     with trio.move_on_after(SETTLE_SECONDS):  # fetches finishing now still reach the disk

@@ -27,8 +27,8 @@ import trio
 
 from .errors import FsError, RemoteError, error_for_status
 from .model import Source
-from .transport import (ByteResponse, ByteTransport, HereResponse, TransportError, WireError, api_client,
-                        default_transport)
+from .transport import (ApiTransport, ByteResponse, ByteTransport, HereResponse, TransportError, WireError,
+                        api_client, default_transport)
 from .wire import URLS_PARSED
 from .workers import workers
 
@@ -153,10 +153,19 @@ class HttpClient:
         self._classify = classify
         self.timeout = timeout
         self.deadline = deadline_for(timeout)
-        self._api = api_client(timeout, min(timeout, CONNECT_TIMEOUT), api_transport)
+        connect = min(timeout, CONNECT_TIMEOUT)
+        self._own_api = None if api_transport is not None else ApiTransport(connect)
+        self._api = api_client(timeout, connect, api_transport or self._own_api)
         self._bytes = byte_transport or default_transport()
         self._threads = trio.CapacityLimiter(FETCH_THREADS)
         self._threaded: set[tuple[str, str, int]] = set()  # origins read only in worker threads
+
+    async def preconnect(self) -> None:
+        """Open a connection to the API's origin before the first call needs it: a fresh
+        mount's first lookup waits for its listing, and so for the connect (and, on a real
+        API, the TLS handshake). Nothing is sent; a failure is left to that first call."""
+        if self._own_api is not None:
+            await self._own_api.preconnect(self.base_url)
 
     async def aclose(self) -> None:
         await self._api.aclose()

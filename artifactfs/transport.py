@@ -186,6 +186,11 @@ class ApiTransport(httpx.AsyncBaseTransport):
         return httpx.Response(resp.status, headers=list(resp.headers.items()), stream=httpx.ByteStream(body),
                               request=request)
 
+    async def preconnect(self, url: str) -> None:
+        """Connect ahead to ``url``'s origin if requests go there directly (``wire``)."""
+        if proxy_for(url, self._proxies) is None:
+            await self._wire.get().preconnect(url)
+
     async def aclose(self) -> None:
         self._wire.close()
         for via in self._httpx.values():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import select
 import socket
 import ssl
@@ -25,6 +26,8 @@ from urllib.parse import urlsplit
 import trio
 
 from .errors import TransportError
+
+log = logging.getLogger("artifactfs.wire")
 
 HEAD_MAX = 64 << 10  # a response head longer than this is refused
 HEAD_READ = 16 << 10  # received at a time for a head: body bytes past it are copied once more
@@ -215,15 +218,32 @@ class TrioTransport:
         for origin in self._origins.values():
             origin.close()
 
+    def _origin(self, url: str) -> tuple[_Origin, str, str]:
+        """``url``'s origin (made on first use), request target and Host header."""
+        (scheme, host, port), target, netloc = _parts(url)
+        origin = self._origins.get((scheme, host, port))
+        if origin is None:
+            origin = self._origins[scheme, host, port] = _Origin(scheme, host, port, self.tls, self.connect_timeout)
+        return origin, target, netloc
+
+    async def preconnect(self, url: str) -> None:
+        """Have a live connection to ``url``'s origin kept (a kept one if it is still open, else
+        a new one), so the next request finds it ready. A failure is only logged (at debug):
+        that request will say what is wrong."""
+        origin, _, _ = self._origin(url)
+        try:
+            conn, _ = await origin.connection(self.connect_timeout)
+        except FAILURES as exc:
+            log.debug("could not connect ahead to %s://%s:%d (%s)", origin.scheme, origin.host, origin.port, _why(exc))
+            return
+        origin.keep(conn)
+
     async def open(self, url: str, headers: Mapping[str, str], timeout: float) -> Response | None:
         """GET ``url`` (http or https): the response once its head is in, or None for a body
         not framed by ``Content-Length`` (chunked), left to the threaded transport. A kept
         connection the server closed meanwhile (no answer, or a reset) is replaced once,
         quietly (a GET may be sent again)."""
-        (scheme, host, port), target, netloc = _parts(url)
-        origin = self._origins.get((scheme, host, port))
-        if origin is None:
-            origin = self._origins[scheme, host, port] = _Origin(scheme, host, port, self.tls, self.connect_timeout)
+        origin, target, netloc = self._origin(url)
         request = _request(target, {"Host": netloc, "User-Agent": self.user_agent, **headers})
         for _ in range(2):
             try:

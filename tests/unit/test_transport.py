@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import logging
+import socket
 import ssl
 import threading
 import time
@@ -24,6 +26,7 @@ import trio
 import trustme
 
 from artifactfs import transport
+from artifactfs.httpclient import HttpClient
 from artifactfs.transport import TransportError, HttpTransport, api_client
 
 BODY = b"artifact bytes\n"
@@ -239,6 +242,48 @@ async def test_the_trio_path_keeps_connections_and_replaces_one_the_server_close
         byte_transport.close_here()
     first, second, third = Counting.peers
     assert first == second != third
+
+
+class Accepting(Counting):
+    """Also records each connection as the server takes it, before any request on it."""
+
+    accepted: list[int] = []
+
+    def setup(self) -> None:
+        Accepting.accepted.append(self.client_address[1])
+        super().setup()
+
+
+async def test_an_api_client_connects_ahead_and_its_first_call_goes_over_that_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A fresh mount's first lookup waits for the agent's listing: ``preconnect`` opens the
+    API's connection before that, and the first call uses it. To a port nobody listens on,
+    it only logs at debug level (the call will say what is wrong)."""
+    Counting.peers, Accepting.accepted = [], []
+    for base in serve(Accepting):
+        client = HttpClient("test", base + "/api", {})
+        try:
+            await client.preconnect()
+            await client.preconnect()  # the connection is kept: no second one
+            with trio.fail_after(5):
+                while not Accepting.accepted:
+                    await trio.sleep(0.01)
+            assert Counting.peers == []  # nothing was asked yet
+            assert (await client.request("items")).content == BODY
+        finally:
+            await client.aclose()
+    assert Accepting.accepted == Counting.peers and len(Counting.peers) == 1
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    client = HttpClient("test", closed + "/api", {})
+    try:
+        with caplog.at_level(logging.DEBUG, "artifactfs"):
+            await client.preconnect()
+    finally:
+        await client.aclose()
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+    assert "could not connect ahead" in caplog.records[0].message
 
 
 class Raw(BaseHTTPRequestHandler):
