@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -247,7 +248,7 @@ async def test_the_trio_path_keeps_connections_and_replaces_one_the_server_close
 class Accepting(Counting):
     """Also records each connection as the server takes it, before any request on it."""
 
-    accepted: list[int] = []
+    accepted: ClassVar[list[int]] = []
 
     def setup(self) -> None:
         Accepting.accepted.append(self.client_address[1])
