@@ -18,7 +18,8 @@ so several processes share it).
   that ignores Range). ENOSPC, EIO, EROFS or a broken index never fail a read: the block is
   not kept, room is made where eviction can, and the log says so once per condition.
 - Shared: every size is in the index, kept exact by triggers, so two mounts on one dir stay
-  together within ``max_size``; they write whole blocks at fixed offsets, so neither disturbs
+  together within ``max_size`` (a batch of index rows makes room in its own transaction, so no
+  commit leaves the cache over it); they write whole blocks at fixed offsets, so neither disturbs
   the other. Evicted blocks are punched out of their file (the space is freed); a file with no
   block left is removed. Blocks written but never indexed (a crash) are swept at start and
   counted nowhere.
@@ -569,6 +570,7 @@ class BlockCache:
                     "INSERT INTO trees VALUES (?, ?, ?) ON CONFLICT (name) "
                     "DO UPDATE SET size = excluded.size, atime = excluded.atime", trees)
                 self._db.executemany("UPDATE trees SET atime = ? WHERE name = ?", touched_trees)
+                evicted = self._drop_oldest(self.max_size)
                 self._db.execute("COMMIT")
             self._once.clear("index")
         except sqlite3.Error as exc:
@@ -576,9 +578,8 @@ class BlockCache:
             self._once.warn("index", "cache index %s cannot be written (%s); those blocks are not kept",
                             self.directory, exc)
             drops = drops + [(content, index) for content, index, _, _ in rows]
-        self._free([("b", content, index) for content, index in drops])
-        if self.used() > self.max_size:
-            self._evict(0)
+            evicted = []
+        self._free([("b", content, index) for content, index in drops] + evicted)
 
     def _rollback(self) -> None:
         try:
@@ -598,30 +599,37 @@ class BlockCache:
     def _evict(self, extra: int) -> bool:
         """Drop least-recently-used blocks and trees until ``max_size - extra`` is respected;
         whether anything was dropped."""
-        target = max(0, self.max_size - extra)
-        dropped = False
         try:
-            while self.used() > target:
-                with self._db_lock:
-                    victims = self._db.execute(OLDEST).fetchall()
-                    if not victims:
-                        break
-                    self._db.execute("BEGIN IMMEDIATE")
-                    excess = _counter(self._db, "used") - target
-                    chosen = []
-                    for victim in victims:
-                        if excess <= 0:
-                            break
-                        chosen.append(victim)
-                        excess -= victim[3]
-                    _blocks_where(self._db, DELETE_BLOCKS, [(v[1], v[2]) for v in chosen if v[0] == "b"])
-                    self._db.executemany("DELETE FROM trees WHERE name = ?", [(v[1],) for v in chosen if v[0] == "t"])
-                    self._db.execute("COMMIT")
-                self._free([(kind, name, index) for kind, name, index, _, _ in chosen])
-                dropped = dropped or bool(chosen)
+            with self._db_lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                victims = self._drop_oldest(max(0, self.max_size - extra))
+                self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             self._once.warn("index", "cache index %s cannot be written (%s)", self.directory, exc)
+            return False
+        self._free(victims)
+        return bool(victims)
+
+    def _drop_oldest(self, target: int) -> list[tuple[str, str, int]]:
+        """In the open transaction: delete the least recently used blocks and trees until at
+        most ``target`` bytes are used; what went, for ``_free`` once committed. The index
+        transaction that adds blocks makes room before it commits, so no commit, of this
+        process or another on the same dir, ever leaves the cache over its size."""
+        dropped: list[tuple[str, str, int]] = []
+        excess = _counter(self._db, "used") - target
+        while excess > 0:
+            chosen = []
+            for victim in self._db.execute(OLDEST).fetchall():
+                if excess <= 0:
+                    break
+                chosen.append(victim)
+                excess -= victim[3]
+            if not chosen:
+                break
+            _blocks_where(self._db, DELETE_BLOCKS, [(v[1], v[2]) for v in chosen if v[0] == "b"])
+            self._db.executemany("DELETE FROM trees WHERE name = ?", [(v[1],) for v in chosen if v[0] == "t"])
+            dropped += [(kind, name, index) for kind, name, index, _, _ in chosen]
         return dropped
 
     def _free(self, victims: list[tuple[str, str, int]]) -> None:

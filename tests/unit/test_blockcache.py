@@ -180,6 +180,28 @@ def test_two_caches_on_one_dir_share_the_budget_and_the_files(tmp_path: Path) ->
         b.close()
 
 
+def test_no_commit_leaves_the_cache_over_its_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that adds blocks makes room in the same transaction: a mount sharing the dir,
+    or ``cache stats``, never sees the cache over its size, even between a batch and its
+    eviction (``_free`` runs once the batch is committed)."""
+    seen: list[int] = []
+    free = BlockCache._free
+
+    def watched(self: BlockCache, victims: list[tuple[str, str, int]]) -> None:
+        seen.append(read_stats(tmp_path).bytes)
+        free(self, victims)
+
+    monkeypatch.setattr(BlockCache, "_free", watched)
+    c = cache(tmp_path, max_size=6 * BLOCK)
+    try:
+        stored(c, C1, *range(4))
+        stored(c, C2, *range(5))
+        assert seen and max(seen) <= 6 * BLOCK
+        assert sorted(c.snapshot(C2)[0]) == list(range(5))
+    finally:
+        c.close()
+
+
 def test_orphans_are_swept_and_counted_nowhere(tmp_path: Path) -> None:
     c = cache(tmp_path)
     stored(c, C1, 0)
