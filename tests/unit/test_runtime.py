@@ -4,6 +4,7 @@ kept for the next calls, and a stopped run fails calls at once instead of hangin
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -65,3 +66,55 @@ def test_a_call_from_the_trio_thread_itself_is_refused(rt: Runtime) -> None:
 
     with pytest.raises(RuntimeError, match="trio thread"):
         rt.call(nested)
+
+
+def test_calls_from_several_threads_run_at_once(rt: Runtime) -> None:
+    """Each caller's call starts without waiting for another's to end: they meet inside."""
+    callers = 5
+    arrived: list[int] = []
+    everyone: list[trio.Event] = []
+
+    async def meet(n: int) -> int:
+        if not everyone:
+            everyone.append(trio.Event())
+        arrived.append(n)
+        if len(arrived) == callers:
+            everyone[0].set()
+        with trio.fail_after(5):
+            await everyone[0].wait()
+        return n
+
+    results: dict[int, int] = {}
+    threads = [threading.Thread(target=lambda n=n: results.__setitem__(n, rt.call(meet, n))) for n in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == {n: n for n in range(callers)}
+
+
+def test_calls_under_way_when_the_run_stops_fail_instead_of_hanging(rt: Runtime) -> None:
+    started: list[int] = []
+    outcomes: list[str] = []
+
+    async def wait_forever() -> None:
+        started.append(1)
+        await trio.sleep_forever()
+
+    def caller() -> None:
+        try:
+            rt.call(wait_forever)
+        except RemoteError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=caller) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    rt.stop()
+    for thread in threads:
+        thread.join(10)
+    assert len(started) == 3 and not any(thread.is_alive() for thread in threads)
+    assert len(outcomes) == 3 and all("stopped" in text for text in outcomes)
