@@ -330,15 +330,18 @@ class BlockCache:
             return set(), None
         return indexes, (row[0] if row else None)
 
-    def load(self, content: str, first: int, count: int = 1) -> list[memoryview | None]:
+    def load(self, content: str, first: int, count: int = 1, into: memoryview | None = None) -> list[memoryview | None]:
         """The payloads of blocks ``first`` … ``first + count - 1``, each verified, or None
-        for a block that is absent or damaged (a miss)."""
+        for a block that is absent or damaged (a miss). They are read into ``into`` (at least
+        ``count`` strides; payload ``i`` then starts at ``payload_offset(i)`` of it) where
+        given: a new buffer's pages are zeroed first, about half of what reading them from the
+        disk costs here (0.5 against 1 ms per MiB)."""
         try:
             fd = os.open(data_path(self.directory, content), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return [None] * count
         try:
-            raw = bytearray(self.stride * count)
+            raw = bytearray(self.stride * count) if into is None else into[:self.stride * count]
             got = os.preadv(fd, [raw], first * self.stride)
         except OSError as exc:
             got, raw = 0, bytearray()
@@ -348,6 +351,10 @@ class BlockCache:
         view = memoryview(raw)
         return [self._verified(content, first + i, view[i * self.stride:min(got, (i + 1) * self.stride)])
                 for i in range(count)]
+
+    def payload_offset(self, i: int) -> int:
+        """Where the ``i``-th block's payload starts in a buffer ``load`` read a run into."""
+        return i * self.stride + SLOT
 
     def _verified(self, content: str, index: int, raw: memoryview) -> memoryview | None:
         if not len(raw) or raw[:4] == b"\0\0\0\0":

@@ -37,7 +37,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, Collection, Hashable, NamedTuple
 
 import trio
 
@@ -261,6 +261,7 @@ class Engine:
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
         self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX, shared=shared_buffers)
+        self._load_blocks = max(1, SEGMENT_MAX // cache.stride)  # blocks one load reads, into one buffer
         self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
@@ -504,9 +505,13 @@ class Engine:
             await self._quiet.wait()
 
     def _start(self, content: Content, start: int, end: int, from_disk: bool, *, readahead: bool) -> None:
-        mine, held = self._register(content, start, end, from_disk=from_disk, readahead=readahead)
-        job = self._load if from_disk else self._fetch
-        self.nursery.start_soon(job, content, start, end, mine, held)
+        """Fetch blocks ``[start, end)``, or load them in runs that each fill one pooled buffer:
+        a reader waits for its run, not for all of them, and the runs are read side by side."""
+        step = self._load_blocks if from_disk else end - start
+        for first in range(start, end, step):
+            last = min(first + step, end)
+            mine, held = self._register(content, first, last, from_disk=from_disk, readahead=readahead)
+            self.nursery.start_soon(self._load if from_disk else self._fetch, content, first, last, mine, held)
 
     def _register(self, content: Content, start: int, end: int, *, from_disk: bool,
                   readahead: bool) -> tuple[dict[int, _Pending], int]:
@@ -557,13 +562,15 @@ class Engine:
 
     # ---- arrivals (trio thread) ------------------------------------------------------------------
 
-    def _arrived(self, content: Content, spans: dict[int, Span]) -> None:
-        """Blocks are here (and queued for the disk: once one leaves memory it is loaded from
-        there, or fetched again if the disk did not keep it). One call for all the blocks a
-        fetch handed over at once, and one wake-up."""
+    def _arrived(self, content: Content, spans: dict[int, Span], dropped: Collection[int] = ()) -> None:
+        """Blocks are here, and queued for the disk but those the full queue ``dropped``: once
+        one leaves memory it is loaded from there (fetched again if the disk did not keep it
+        after all), or fetched again if it was dropped. One call for all the blocks a fetch
+        handed over at once, and one wake-up."""
         for index, span in spans.items():
             self.window.put((content.hash, index), span)
-            content.on_disk.add(index)
+            if index not in dropped:
+                content.on_disk.add(index)
             if content.streams:
                 content.streamed_to = max(content.streamed_to, index + 1)
             pending = content.pending.pop(index, None)
@@ -614,14 +621,18 @@ class Engine:
         """Blocks from the disk cache; a missing or damaged one is fetched instead."""
         missing: list[int] = []
         try:
-            views = await workers().run(self.cache.load, content.hash, start, end - start, abandon_on_cancel=True)
+            buffer = self.buffers.take(self.cache.stride * (end - start))
+            views = await workers().run(self.cache.load, content.hash, start, end - start, buffer,
+                                        abandon_on_cancel=True)
+            base = buffer.toreadonly()  # spans of the whole buffer: a caller copies them out by offset
             loaded: dict[int, Span] = {}
-            for index, view in zip(range(start, end), views):
+            for i, (index, view) in enumerate(zip(range(start, end), views)):
                 if view is None:
                     content.on_disk.discard(index)
                     missing.append(index)
                 else:
-                    loaded[index] = Span(view, 0, len(view))
+                    offset = self.cache.payload_offset(i)
+                    loaded[index] = Span(base, offset, offset + len(view))
             self._arrived(content, loaded)
         finally:
             if missing:
@@ -663,7 +674,7 @@ class Engine:
     def _fetched(self, sink: _BlockSink, mine: dict[int, _Pending], error: FsError | None, held: int) -> None:
         """A fetch is over: the blocks its sink kept arrive, it takes nothing more, and its
         waiters still waiting get ``error``."""
-        self._arrived(sink.content, sink.kept)
+        self._arrived(sink.content, sink.kept, sink.dropped)
         sink.closed = True
         self._count_stream(sink, -1)
         self._settle(sink.content, mine, error, held)
@@ -810,6 +821,7 @@ class _BlockSink(_Sink):
                  token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
         super().__init__(engine, content, token)
         self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
+        self.dropped: set[int] = set()  # blocks the full disk queue did not take
         self.keep = keep
         self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
         self.ranged = True
@@ -881,10 +893,12 @@ class _BlockSink(_Sink):
             start += BLOCK_SIZE
         if not payloads:
             return
-        self.engine.cache.store(self.content.hash, self.handed // BLOCK_SIZE, payloads, wait=not self.ranged)
+        stored = self.engine.cache.store(self.content.hash, self.handed // BLOCK_SIZE, payloads, wait=not self.ranged)
+        if not stored:
+            self.dropped.update(range(self.handed // BLOCK_SIZE, start // BLOCK_SIZE))
         self.handed = start
         if spans:
-            self.report(self.engine._arrived, self.content, spans)
+            self.report(self.engine._arrived, self.content, spans, () if stored else tuple(spans))
 
     def eof(self, pos: int) -> None:
         self._learned(pos)  # first: a reader given the last bytes must find the size known

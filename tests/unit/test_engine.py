@@ -381,6 +381,70 @@ async def test_an_open_file_reads_blocks_that_left_memory_from_the_disk(tmp_path
         assert len(transport.ranges("/download")) == fetched
 
 
+async def test_blocks_the_full_disk_queue_dropped_are_fetched_again_and_the_kept_ones_load_in_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-read loads what the disk kept, in runs of one buffer each, and fetches what the
+    queue dropped without looking for it on disk first."""
+    world, blob = world_with(40 * BLOCK)
+    stores: list[range] = []
+    dropped: set[int] = set()
+    full = False  # from the re-read on, the queue takes nothing
+    loads: list[tuple[int, int, int]] = []  # first, count, misses
+    store, load = blockcache.BlockCache.store, blockcache.BlockCache.load
+
+    def store_or_drop(self: blockcache.BlockCache, content: str, first: int, payloads: list, **kwargs: bool) -> bool:
+        stores.append(range(first, first + len(payloads)))
+        if full or len(stores) % 2 == 0:  # every other run finds the queue full
+            dropped.update(stores[-1])
+            return False
+        return store(self, content, first, payloads, **kwargs)
+
+    def counted_load(self: blockcache.BlockCache, content: str, first: int, count: int = 1,
+                     into: memoryview | None = None) -> list[memoryview | None]:
+        views = load(self, content, first, count, into)
+        loads.append((first, count, views.count(None)))
+        return views
+
+    monkeypatch.setattr(blockcache.BlockCache, "store", store_or_drop)
+    monkeypatch.setattr(blockcache.BlockCache, "load", counted_load)
+    async with running(world, tmp_path) as (core, transport):
+        assert await read_all(core, FILE) == blob.read_all()
+        assert await trio.to_thread.run_sync(core.engine.cache.wait_idle)
+        kept = set(range(40)) - dropped
+        assert dropped and kept and not loads
+        core.engine.window = engine.Window(2 * BLOCK)  # memory forgets them
+        full = True
+        fetched = len(transport.ranges("/download"))
+        assert await read_all(core, FILE) == blob.read_all()
+    loaded = {first + i for first, count, _ in loads for i in range(count)}
+    assert loaded == kept and all(misses == 0 for _, _, misses in loads)  # nothing dropped looked for on disk
+    assert max(count for _, count, _ in loads) <= engine.SEGMENT_MAX // core.engine.cache.stride
+    assert len(transport.ranges("/download")) > fetched  # the dropped blocks came from the network again
+
+
+async def test_blocks_on_disk_load_in_runs_of_one_pooled_buffer_each(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader waits for its run, not for the whole readahead, and no load takes a new buffer."""
+    world, blob = world_with(40 * BLOCK)
+    loads: list[tuple[int, bool]] = []  # blocks, into a buffer given
+    load = blockcache.BlockCache.load
+
+    def counted_load(self: blockcache.BlockCache, content: str, first: int, count: int = 1,
+                     into: memoryview | None = None) -> list[memoryview | None]:
+        loads.append((count, into is not None))
+        return load(self, content, first, count, into)
+
+    monkeypatch.setattr(blockcache.BlockCache, "load", counted_load)
+    async with running(world, tmp_path) as (core, _):
+        assert await read_all(core, FILE) == blob.read_all()
+        assert await trio.to_thread.run_sync(core.engine.cache.wait_idle)
+        core.engine.window = engine.Window(2 * BLOCK)  # memory forgets them
+        assert await read_all(core, FILE) == blob.read_all()
+    run = engine.SEGMENT_MAX // core.engine.cache.stride
+    assert sum(count for count, _ in loads) >= 40 and len(loads) >= 40 // run
+    assert all(count <= run and into for count, into in loads)
+
+
 async def test_an_unsized_chunked_body_that_ignores_range_is_read_once_exactly(tmp_path: Path) -> None:
     world = Emulator()
     data = PatternBlob(5 * MIB + 3, 4).read_all()
