@@ -898,7 +898,7 @@ class _BlockSink(_Sink):
             self.dropped.update(range(self.handed // BLOCK_SIZE, start // BLOCK_SIZE))
         self.handed = start
         if spans:
-            self.report(self.engine._arrived, self.content, spans, () if stored else tuple(spans))
+            self.report(self.engine._arrived, self.content, spans, self.dropped)
 
     def eof(self, pos: int) -> None:
         self._learned(pos)  # first: a reader given the last bytes must find the size known
