@@ -61,25 +61,53 @@ def _memfd_map(size: int) -> tuple[mmap.mmap, int] | None:
 
 
 class Piece:
-    """A read's bytes, for the thread that asked for them to copy out (``tobytes``): with
-    ``os.pread`` from their buffer's memfd where it has one, else by ``bytes()``. The piece holds
-    its view, so the pool hands the buffer out again only once the bytes are out."""
+    """A read's bytes, in one or more buffers, for the thread that asked for them to copy out
+    (``tobytes``, ``copy_into``): with ``os.preadv`` from a buffer's memfd where it has one,
+    else by a copy of the view. The piece holds its views, so the pool hands a buffer out
+    again only once the bytes are out."""
 
-    __slots__ = ("_fd", "_offset", "_view")
+    __slots__ = ("_parts",)
 
     def __init__(self, view: memoryview | bytes, fd: int | None = None, offset: int = 0) -> None:
-        self._view, self._fd, self._offset = view, fd, offset
+        self._parts: list[tuple[memoryview | bytes, int | None, int]] = [(view, fd, offset)]
+
+    @classmethod
+    def joined(cls, pieces: list[Piece]) -> Piece:
+        """One piece of ``pieces``' bytes, in their order."""
+        if not pieces:
+            return cls(b"")
+        whole = pieces[0]
+        for piece in pieces[1:]:
+            whole._parts += piece._parts
+        return whole
 
     def __len__(self) -> int:
-        return len(self._view)
+        return sum(len(view) for view, _, _ in self._parts)
+
+    def in_memfds(self) -> bool:
+        return all(fd is not None for _, fd, _ in self._parts)
 
     def tobytes(self) -> bytes:
-        view, self._view = self._view, b""
-        if self._fd is not None and len(view):
-            data = os.pread(self._fd, len(view), self._offset)
+        parts, self._parts = self._parts, []
+        if len(parts) != 1:
+            return b"".join(view for view, _, _ in parts)
+        view, fd, offset = parts[0]
+        if fd is not None and len(view):
+            data = os.pread(fd, len(view), offset)
             if len(data) == len(view):
                 return data
         return view if isinstance(view, bytes) else bytes(view)
+
+    def copy_into(self, out: memoryview) -> int:
+        """Copy the bytes to the start of ``out`` (at least as long); their count."""
+        parts, self._parts = self._parts, []
+        at = 0
+        for view, fd, offset in parts:
+            end = at + len(view)
+            if fd is None or os.preadv(fd, [out[at:end]], offset) != len(view):
+                out[at:end] = view
+            at = end
+        return at
 
 
 def _touched(segment: mmap.mmap, zeros: int) -> mmap.mmap:

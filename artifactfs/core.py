@@ -170,13 +170,14 @@ class Core:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, config: Config, *, shared_buffers: bool = False,
+    async def running(cls, config: Config, *, shared_buffers: bool = False, direct_writes: bool = True,
                       **transports: Any) -> AsyncIterator["Core"]:
         """The core with its background work (fetches, cache upkeep) running until the block ends.
         ``shared_buffers``: its callers copy bytes out in their own threads (``read_out``).
+        ``direct_writes``: the disk cache is written around the page cache (``BlockCache``).
         ``transports`` (``api_transport``, ``byte_transport``) replace the network in tests."""
         try:
-            cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE)
+            cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE, direct=direct_writes)
         except (OSError, sqlite3.Error) as exc:
             raise CoreError(f"cache dir {config.cache_dir}: {exc} (choose another with --cache-dir)") from None
         providers = [make_provider(p, config.cache_dir, config.timeout, **transports) for p in config.providers]

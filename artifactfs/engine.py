@@ -130,6 +130,7 @@ class Content:
     pending: dict[int, _Pending] = field(default_factory=dict)
     source: Source | None = None
     resolve_lock: trio.Lock = field(default_factory=trio.Lock)
+    disk_lock: trio.Lock = field(default_factory=trio.Lock)  # its loads run one after the other
     handles: int = 0
     streams: int = 0  # fetches of the whole body (the server ignores Range)
     streamed_to: int = 0  # blocks below this were passed by a whole-body stream
@@ -261,7 +262,7 @@ class Engine:
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
         self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX, shared=shared_buffers)
-        self._load_blocks = max(1, SEGMENT_MAX // cache.stride)  # blocks one load reads, into one buffer
+        self._load_blocks = max(1, SEGMENT_MAX // BLOCK_SIZE)  # blocks one load reads, into one buffer
         self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
@@ -317,14 +318,11 @@ class Engine:
 
     async def read_out(self, handle: Handle, offset: int, size: int) -> Piece:
         """``read`` for a caller in another thread, which copies the bytes out itself
-        (``Piece.tobytes``): from the fetch's buffer where they lie within one."""
+        (``Piece.tobytes``, ``Piece.copy_into``) from the buffers they lie in."""
         got = await self._read(handle, offset, size)
         if not isinstance(got, _Reply):
             return Piece(got)
-        if len(got.parts) == 1:
-            part = got.parts[0]
-            return self.buffers.piece(part.base, part.start, part.end)
-        return Piece(got.data())
+        return Piece.joined([self.buffers.piece(part.base, part.start, part.end) for part in got.parts])
 
     async def _read(self, handle: Handle, offset: int, size: int) -> _Reply | memoryview:
         """A read's blocks gathered (or its bytes, where fetched for it alone).
@@ -505,13 +503,19 @@ class Engine:
             await self._quiet.wait()
 
     def _start(self, content: Content, start: int, end: int, from_disk: bool, *, readahead: bool) -> None:
-        """Fetch blocks ``[start, end)``, or load them in runs that each fill one pooled buffer:
-        a reader waits for its run, not for all of them, and the runs are read side by side."""
-        step = self._load_blocks if from_disk else end - start
-        for first in range(start, end, step):
-            last = min(first + step, end)
-            mine, held = self._register(content, first, last, from_disk=from_disk, readahead=readahead)
-            self.nursery.start_soon(self._load if from_disk else self._fetch, content, first, last, mine, held)
+        """Fetch blocks ``[start, end)``; or load them in runs that each fill one pooled buffer,
+        a reader waiting for its run only. A content's runs are read one after the other, in
+        order: this machine's disk read a file at 1.4 GB/s so, and at 180 MB/s as eight runs
+        side by side."""
+        if not from_disk:
+            mine, held = self._register(content, start, end, from_disk=False, readahead=readahead)
+            self.nursery.start_soon(self._fetch, content, start, end, mine, held)
+            return
+        runs = []
+        for first in range(start, end, self._load_blocks):
+            last = min(first + self._load_blocks, end)
+            runs.append((first, last, *self._register(content, first, last, from_disk=True, readahead=readahead)))
+        self.nursery.start_soon(self._load_in_order, content, runs)
 
     def _register(self, content: Content, start: int, end: int, *, from_disk: bool,
                   readahead: bool) -> tuple[dict[int, _Pending], int]:
@@ -617,11 +621,16 @@ class Engine:
 
     # ---- loads from disk -------------------------------------------------------------------------
 
+    async def _load_in_order(self, content: Content, runs: list[tuple[int, int, dict[int, _Pending], int]]) -> None:
+        async with content.disk_lock:
+            for run in runs:
+                await self._load(content, *run)
+
     async def _load(self, content: Content, start: int, end: int, mine: dict[int, _Pending], held: int) -> None:
         """Blocks from the disk cache; a missing or damaged one is fetched instead."""
         missing: list[int] = []
         try:
-            buffer = self.buffers.take(self.cache.stride * (end - start))
+            buffer = self.buffers.take(BLOCK_SIZE * (end - start))
             views = await workers().run(self.cache.load, content.hash, start, end - start, buffer,
                                         abandon_on_cancel=True)
             base = buffer.toreadonly()  # spans of the whole buffer: a caller copies them out by offset
@@ -631,8 +640,7 @@ class Engine:
                     content.on_disk.discard(index)
                     missing.append(index)
                 else:
-                    offset = self.cache.payload_offset(i)
-                    loaded[index] = Span(base, offset, offset + len(view))
+                    loaded[index] = Span(base, i * BLOCK_SIZE, i * BLOCK_SIZE + len(view))
             self._arrived(content, loaded)
         finally:
             if missing:

@@ -24,6 +24,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from . import fsspec_ops as ops
 from .config import SECONDS, Config, ConfigError, Overrides, default_config_path, load_config, parse_size
 from .errors import FsError
+from .buffers import Piece
 from .fsspec_progress import ByteProgress
 from .runtime import Session, runtime
 
@@ -129,7 +130,8 @@ class ArtifactFileSystem(AbstractFileSystem):
 
 class ArtifactFile(AbstractBufferedFile):
     """A file open for reading, seekable. Reads go to the core's engine; the small buffer here
-    (``block_size``, 1 MiB) only spares line-by-line readers a thread trip per line. The handle
+    (``block_size``, 1 MiB) only spares line-by-line readers a thread trip per line, and reads
+    of a block or more pass it by. The handle
     belongs to the core it was opened on, so the file keeps that session."""
 
     DEFAULT_BLOCK_SIZE = 1 << 20
@@ -147,9 +149,42 @@ class ArtifactFile(AbstractBufferedFile):
             self._release()
             raise
 
-    def _fetch_range(self, start: int, end: int) -> bytes:
+    def read(self, length: int = -1) -> bytes:
+        """Reads of a block or more come straight from the core, copied once; shorter ones
+        through fsspec's buffer."""
+        size = self._direct(-1 if length is None else int(length))
+        if not size:
+            return super().read(length)
+        data = self._piece(self.loc, size).tobytes()
+        self.loc += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:
+        """As ``read``, into the caller's buffer: by the kernel (the GIL let go) where the core's
+        buffers are memfds."""
+        out = memoryview(b).cast("B")
+        size = self._direct(out.nbytes)
+        if not size:
+            return super().readinto(out)
+        got = self._piece(self.loc, size).copy_into(out)
+        self.loc += got
+        return got
+
+    def _direct(self, length: int) -> int:
+        """How many bytes a read of ``length`` (all if negative) takes straight from the core:
+        0 if it goes through fsspec's buffer (shorter than a block, or a file not readable)."""
+        if self.closed or self.mode != "rb":
+            return 0  # fsspec's read says why not
+        rest = max(0, self.size - self.loc)
+        size = rest if length < 0 else min(length, rest)
+        return size if size >= self.blocksize else 0
+
+    def _piece(self, start: int, size: int) -> Piece:
         with translated(self.path):
-            return self._session.call(self._session.core.read_out, self._fh, start, end - start).tobytes()
+            return self._session.call(self._session.core.read_out, self._fh, start, size)
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        return self._piece(start, end - start).tobytes()
 
     def _release(self) -> None:
         """Give the handle back without waiting (also from a finalizer, on any thread)."""

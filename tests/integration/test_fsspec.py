@@ -185,6 +185,27 @@ def test_open_seek_read(fs: ArtifactFileSystem, emulator: Emulator) -> None:
     assert served == 0  # already in the engine's memory, and on disk
 
 
+def test_large_reads_pass_the_file_buffer_and_mix_with_small_ones(fs: ArtifactFileSystem, emulator: Emulator) -> None:
+    """Reads of a block or more come straight from the core (``read``, ``readinto``); small
+    ones through fsspec's buffer; both keep the position and the bytes exact."""
+    blob = emulator.sigmic_file("task_456", "downloads/model.bin")
+    buffer = bytearray(MIB + 3)
+    with fs.open(MODEL, "rb", block_size=MIB) as f:
+        assert f.read(10) == blob.read(0, 10)
+        assert f.readinto(buffer) == len(buffer) and bytes(buffer) == blob.read(10, len(buffer))
+        assert f.tell() == 10 + len(buffer)
+        assert f.read(7) == blob.read(f.tell() - 7, 7)
+        at = f.tell()
+        assert f.read(2 * MIB) == blob.read(at, 2 * MIB) and f.tell() == at + 2 * MIB
+        f.seek(-MIB - 2, os.SEEK_END)  # the file ends before the buffer does
+        assert f.readinto(buffer) == MIB + 2 and bytes(buffer[:MIB + 2]) == blob.read(blob.size - MIB - 2, MIB + 2)
+        assert f.readinto(buffer) == 0 and f.read() == b""
+        f.seek(3)
+        assert f.read() == blob.read(3, blob.size - 3)
+    with pytest.raises(ValueError):
+        f.readinto(buffer)
+
+
 def test_a_small_range_asks_exactly_its_bytes_then_its_block(fs: ArtifactFileSystem, emulator: Emulator) -> None:
     """The first small range read in a block costs its bytes; the block's second read fetches
     the block, and the third is served from memory."""

@@ -160,19 +160,39 @@ def test_a_shared_pool_copies_bytes_out_of_memfd_maps() -> None:
     view[:] = os.urandom(len(view))
     base = view.toreadonly()
     piece = pool.piece(base, 1000, 300 * K)
-    assert piece._fd is not None and len(piece) == 300 * K - 1000
+    assert piece.in_memfds() and len(piece) == 300 * K - 1000
     assert piece.tobytes() == bytes(base[1000:300 * K])
     small = pool.take(256 * K)  # below SHARED_MIN: an anonymous map
     small[:4] = b"abcd"
-    assert pool.piece(small.toreadonly(), 0, 4)._fd is None and pool.piece(small, 0, 4).tobytes() == b"abcd"
+    assert not pool.piece(small.toreadonly(), 0, 4).in_memfds() and pool.piece(small, 0, 4).tobytes() == b"abcd"
     assert buffers.Piece(b"plain").tobytes() == b"plain"
+
+
+def test_a_piece_of_several_buffers_copies_out_in_order() -> None:
+    """A read spanning buffers is one piece: ``tobytes`` joins its parts, ``copy_into`` copies
+    each (memfd or not) to its place in the caller's buffer."""
+    pool = BufferPool(256 * K, 2048 * K, spares=0, shared=True)
+    views = [pool.take(buffers.SHARED_MIN), pool.take(256 * K)]
+    for view in views:
+        view[:] = os.urandom(len(view))
+    expected = bytes(views[0][5:800 * K]) + bytes(views[1][:100]) + b"tail"
+
+    def piece() -> buffers.Piece:
+        return buffers.Piece.joined([pool.piece(views[0], 5, 800 * K), pool.piece(views[1], 0, 100),
+                                     buffers.Piece(b"tail")])
+
+    assert len(piece()) == len(expected) and piece().tobytes() == expected
+    out = bytearray(len(expected) + 10)
+    assert piece().copy_into(memoryview(out)) == len(expected)
+    assert bytes(out[:len(expected)]) == expected and out[len(expected):] == bytes(10)
+    assert buffers.Piece.joined([]).tobytes() == b""
 
 
 def test_a_memfd_goes_with_its_map_and_at_most_shared_maps_live(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(buffers, "SHARED_MAPS", 2)
     pool = BufferPool(256 * K, 2048 * K, limit=0, spares=0, shared=True)  # nothing kept: every take is new
     views = [pool.take(1024 * K) for _ in range(3)]
-    fds = [pool.piece(view, 0, 1)._fd for view in views]
+    fds = [pool._fds.get(id(view.obj)) for view in views]
     assert fds[0] is not None and fds[1] is not None and fds[2] is None  # the third is anonymous
     os.fstat(fds[0])
     del views
@@ -184,4 +204,4 @@ def test_a_memfd_goes_with_its_map_and_at_most_shared_maps_live(monkeypatch: pyt
 def test_a_pool_not_shared_makes_no_memfds() -> None:
     pool = BufferPool(256 * K, 2048 * K, spares=0)
     view = pool.take(2048 * K)
-    assert pool.piece(view, 0, 10)._fd is None and not pool._fds
+    assert not pool.piece(view, 0, 10).in_memfds() and not pool._fds

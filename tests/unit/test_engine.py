@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -418,21 +420,32 @@ async def test_blocks_the_full_disk_queue_dropped_are_fetched_again_and_the_kept
         assert await read_all(core, FILE) == blob.read_all()
     loaded = {first + i for first, count, _ in loads for i in range(count)}
     assert loaded == kept and all(misses == 0 for _, _, misses in loads)  # nothing dropped looked for on disk
-    assert max(count for _, count, _ in loads) <= engine.SEGMENT_MAX // core.engine.cache.stride
+    assert max(count for _, count, _ in loads) <= engine.SEGMENT_MAX // engine.BLOCK_SIZE
     assert len(transport.ranges("/download")) > fetched  # the dropped blocks came from the network again
 
 
 async def test_blocks_on_disk_load_in_runs_of_one_pooled_buffer_each(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """A reader waits for its run, not for the whole readahead, and no load takes a new buffer."""
+    """A reader waits for its run, not for the whole readahead, and no load takes a new buffer.
+    A content's runs are read one after the other (a disk reads a file fastest in order)."""
     world, blob = world_with(40 * BLOCK)
     loads: list[tuple[int, bool]] = []  # blocks, into a buffer given
+    under_way = [0, 0]  # loads now, most at once
+    counting = threading.Lock()
     load = blockcache.BlockCache.load
 
     def counted_load(self: blockcache.BlockCache, content: str, first: int, count: int = 1,
                      into: memoryview | None = None) -> list[memoryview | None]:
-        loads.append((count, into is not None))
-        return load(self, content, first, count, into)
+        with counting:
+            loads.append((count, into is not None))
+            under_way[0] += 1
+            under_way[1] = max(under_way)
+        time.sleep(0.005)  # time for a second load to start, were it let
+        try:
+            return load(self, content, first, count, into)
+        finally:
+            with counting:
+                under_way[0] -= 1
 
     monkeypatch.setattr(blockcache.BlockCache, "load", counted_load)
     async with running(world, tmp_path) as (core, _):
@@ -440,9 +453,10 @@ async def test_blocks_on_disk_load_in_runs_of_one_pooled_buffer_each(tmp_path: P
         assert await trio.to_thread.run_sync(core.engine.cache.wait_idle)
         core.engine.window = engine.Window(2 * BLOCK)  # memory forgets them
         assert await read_all(core, FILE) == blob.read_all()
-    run = engine.SEGMENT_MAX // core.engine.cache.stride
+    run = engine.SEGMENT_MAX // engine.BLOCK_SIZE
     assert sum(count for count, _ in loads) >= 40 and len(loads) >= 40 // run
     assert all(count <= run and into for count, into in loads)
+    assert under_way == [0, 1]
 
 
 async def test_an_unsized_chunked_body_that_ignores_range_is_read_once_exactly(tmp_path: Path) -> None:
