@@ -12,8 +12,8 @@ so several processes share it).
   is a miss, the block is dropped and the log says so. Changing the format or block size
   never serves old blocks.
 - Write-behind: ``store`` checksums a block and queues it; one writer thread writes consecutive
-  blocks with one ``pwritev`` into files it keeps open (runs of full blocks around the page
-  cache, with O_DIRECT, where the file system allows), and index rows in batches. A full queue (a
+  blocks with one ``pwritev`` into files it keeps open (for a mount, runs of full blocks around
+  the page cache, with O_DIRECT, where the file system allows), and index rows in batches. A full queue (a
   slow disk) drops blocks rather than slowing a read, unless the caller asks to wait (a server
   that ignores Range). ENOSPC, EIO, EROFS or a broken index never fail a read: the block is
   not kept, room is made where eviction can, and the log says so once per condition.
