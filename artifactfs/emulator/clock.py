@@ -8,6 +8,7 @@ time, so mtimes always move.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 CLOCK_START = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
@@ -24,8 +25,10 @@ def to_epoch(value: float | int | str | datetime) -> float:
     return round(float(value), 3)
 
 
+@functools.lru_cache(maxsize=65536)
 def iso(ts: float, millis: bool = False) -> str:
-    """``2026-05-15T14:32:00Z``; with ``millis`` (or a fractional time) ``...00.000Z``."""
+    """``2026-05-15T14:32:00Z``; with ``millis`` (or a fractional time) ``...00.000Z``. Kept per
+    time: a listing page formats a hundred of them, and ``strftime`` was a tenth of its cost."""
     moment = datetime.fromtimestamp(ts, UTC)
     if millis or ts != int(ts):
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

@@ -19,7 +19,6 @@ signed so far is then refused as expired, early, while URLs signed afterwards wo
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import os
@@ -71,24 +70,28 @@ class Signer:
         self._secret = secret
         self._revoked: tuple[bytes, ...] = ()  # secrets of URLs that now read as expired
         self._lock = threading.Lock()
+        self._signed_now: dict[tuple[Scheme, int, int], tuple[str, str]] = {}  # this second's, per scheme and lifetime
 
     @staticmethod
     def _signature(secret: bytes, path: str, signed: list[str]) -> str:
-        return hmac.new(secret, "\n".join([path, *signed]).encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(secret, "\n".join([path, *signed]).encode(), "sha256").hex()
 
     def query(self, path: str, scheme: Scheme, ttl: float) -> str:
-        """The signed query string for ``path``, valid ``ttl`` seconds (rounded up) from now."""
-        now = datetime.fromtimestamp(int(time.time()), UTC)
-        values = [
-            scheme.algorithm,
-            f"{scheme.access_key}/{now:%Y%m%d}/{scheme.scope}",
-            now.strftime(DATE_FORMAT),
-            str(max(0, math.ceil(ttl))),
-            "host",
-        ]
-        params = {scheme.param(name): value for name, value in zip(_SIGNED, values, strict=True)}
-        params[scheme.param("Signature")] = self._signature(self._secret, path, values)
-        return urllib.parse.urlencode(params)
+        """The signed query string for ``path``, valid ``ttl`` seconds (rounded up) from now.
+        A listing signs one URL per item: all but the path and signature is made once a second."""
+        key = (scheme, int(time.time()), max(0, math.ceil(ttl)))
+        made = self._signed_now.get(key)
+        if made is None:
+            now = datetime.fromtimestamp(key[1], UTC)
+            values = [scheme.algorithm, f"{scheme.access_key}/{now:%Y%m%d}/{scheme.scope}", now.strftime(DATE_FORMAT),
+                      str(key[2]), "host"]
+            params = urllib.parse.urlencode({scheme.param(name): value
+                                             for name, value in zip(_SIGNED, values, strict=True)})
+            made = ("\n" + "\n".join(values), params)
+            self._signed_now = {**{k: v for k, v in self._signed_now.items() if k[1] == key[1]}, key: made}
+        signed, params = made
+        signature = hmac.digest(self._secret, (path + signed).encode(), "sha256").hex()
+        return f"{params}&{scheme.param('Signature')}={signature}"
 
     def sign(self, base_url: str, path: str, scheme: Scheme, ttl: float) -> str:
         """``base_url + path`` with its signed query."""

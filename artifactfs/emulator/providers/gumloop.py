@@ -29,6 +29,7 @@ Choices where the docs are silent:
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import urllib.parse
@@ -86,6 +87,11 @@ class GumloopVersion:
     metadata_size: bool  # False: metadata is {} and the download endpoint gives no size/type
     creator: dict[str, Any] | None
     external_url: str | None  # where the bytes live when not on the storage origin
+
+    @functools.cached_property
+    def external_path(self) -> str:
+        """The path of ``external_url``, which its signature covers: worked out once."""
+        return urllib.parse.urlsplit(self.external_url or "").path
 
 
 @dataclass
@@ -209,16 +215,20 @@ class State(ProviderState):
             return found.blob
 
     def signed_url(self, artifact_id: str, version_id: str) -> str:
-        """A freshly signed URL of one version's bytes: on the storage origin, or its ``external_url``."""
-        ttl = self.world.url_ttl(DEFAULT_URL_TTL)
+        """A freshly signed URL of one version's bytes (``version_url``)."""
         with self.world.lock:
             version = self.artifacts[artifact_id].version(version_id)
         if version is None:
             raise KeyError(version_id)
+        return self.version_url(artifact_id, version)
+
+    def version_url(self, artifact_id: str, version: GumloopVersion) -> str:
+        """A freshly signed URL of ``version``'s bytes: on the storage origin, or its ``external_url``."""
+        ttl = self.world.url_ttl(DEFAULT_URL_TTL)
         if version.external_url is None:
-            path = f"/{BUCKET}/{storage.quote(artifact_id)}/{storage.quote(version_id)}"
+            path = f"/{BUCKET}/{storage.quote(artifact_id)}/{storage.quote(version.version_id)}"
             return self.world.signed_url(path, GCS, ttl)
-        query = self.world.signer.query(urllib.parse.urlsplit(version.external_url).path, GCS, ttl)
+        query = self.world.signer.query(version.external_path, GCS, ttl)
         return version.external_url + ("&" if "?" in version.external_url else "?") + query
 
     def serve_object(self, req: Request, parts: list[str]) -> Reply | BlobReply:
@@ -304,7 +314,7 @@ def _artifact_json(state: State, artifact: GumloopArtifact) -> dict[str, Any]:
         "filename": version.filename,
         "created_at": iso(version.created_at),
         "metadata": _metadata(version),
-        "url": state.signed_url(artifact.artifact_id, version.version_id),
+        "url": state.version_url(artifact.artifact_id, version),
         "creator": dict(version.creator) if version.creator is not None else None,
     }
 
@@ -345,7 +355,7 @@ def _download(state: State, req: Request, artifact_id: str) -> Reply:
         return json_reply(
             200,
             {
-                "download_url": state.signed_url(artifact.artifact_id, version.version_id),
+                "download_url": state.version_url(artifact.artifact_id, version),
                 "filename": version.filename,
                 "media_type": meta.get("media_type"),
                 "size": meta.get("size"),
