@@ -279,7 +279,7 @@ class BlockCache:
         """``direct``: write runs of full blocks around the page cache, for a mount: the kernel
         keeps the pages of what its readers read, so the cache's would hold each block twice.
         fsspec's readers re-read through this cache: there its pages are what makes that fast
-        (a 1 GiB re-read at ~1,000 against ~650 MB/s from a disk that read ~600 MB/s back)."""
+        (fsspec's 1 GiB re-read here: 1,100–1,370 MB/s, against 600–900 written around them)."""
         self.directory = directory
         self.max_size = max_size
         self.block_size = block_size

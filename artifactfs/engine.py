@@ -504,9 +504,9 @@ class Engine:
 
     def _start(self, content: Content, start: int, end: int, from_disk: bool, *, readahead: bool) -> None:
         """Fetch blocks ``[start, end)``; or load them in runs that each fill one pooled buffer,
-        a reader waiting for its run only. A content's runs are read one after the other, in
-        order: this machine's disk read a file at 1.4 GB/s so, and at 180 MB/s as eight runs
-        side by side."""
+        a reader waiting for its run only. A content's runs are read one after the other: this
+        machine's disk read a file at 1.4 GB/s in order, and at 180 MB/s as eight runs side
+        by side."""
         if not from_disk:
             mine, held = self._register(content, start, end, from_disk=False, readahead=readahead)
             self.nursery.start_soon(self._fetch, content, start, end, mine, held)
