@@ -22,9 +22,9 @@ from fsspec.callbacks import DEFAULT_CALLBACK, Callback
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from . import fsspec_ops as ops
+from .buffers import Piece
 from .config import SECONDS, Config, ConfigError, Overrides, default_config_path, load_config, parse_size
 from .errors import FsError
-from .buffers import Piece
 from .fsspec_progress import ByteProgress
 from .runtime import Session, runtime
 
@@ -131,8 +131,8 @@ class ArtifactFileSystem(AbstractFileSystem):
 class ArtifactFile(AbstractBufferedFile):
     """A file open for reading, seekable. Reads go to the core's engine; the small buffer here
     (``block_size``, 1 MiB) only spares line-by-line readers a thread trip per line, and reads
-    of a block or more pass it by. The handle
-    belongs to the core it was opened on, so the file keeps that session."""
+    of a block or more pass it by. The handle belongs to the core it was opened on, so the
+    file keeps that session."""
 
     DEFAULT_BLOCK_SIZE = 1 << 20
 
