@@ -84,9 +84,6 @@ class Piece:
     def __len__(self) -> int:
         return sum(len(view) for view, _, _ in self._parts)
 
-    def in_memfds(self) -> bool:
-        return all(fd is not None for _, fd, _ in self._parts)
-
     def tobytes(self) -> bytes:
         parts, self._parts = self._parts, []
         if len(parts) != 1:

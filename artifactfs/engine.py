@@ -61,6 +61,7 @@ READAHEAD_BYTES = 16 << 20  # blocks fetched ahead of every reader together
 SEQUENTIAL_SLACK = 2 << 20  # the kernel issues readahead in parallel: reads arrive a little out of order
 WAIT_MARGIN = 2.0
 SEGMENT_MAX = 2 << 20  # one buffer per fetch, up to this; a whole body gets several
+LOAD_BLOCKS = SEGMENT_MAX // BLOCK_SIZE  # blocks one load reads, into one such buffer
 SIZES_KEPT = 100_000  # learned sizes outlive their contents' last reader (stat shows them)
 IDLE_KEPT = 256  # contents nobody has open, with what is known of them (no cache index query on reopening)
 SOURCES_KEPT = 10_000  # so do resolved URLs: reopening a file asks the API again only once they expire
@@ -262,7 +263,6 @@ class Engine:
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
         self.buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX, shared=shared_buffers)
-        self._load_blocks = max(1, SEGMENT_MAX // BLOCK_SIZE)  # blocks one load reads, into one buffer
         self.readahead_budget = min(READAHEAD_BYTES, max(cache.max_size // 4, BLOCK_SIZE))
         self.readahead_pending = 0
         self._contents: dict[ContentId, Content] = {}
@@ -512,8 +512,8 @@ class Engine:
             self.nursery.start_soon(self._fetch, content, start, end, mine, held)
             return
         runs = []
-        for first in range(start, end, self._load_blocks):
-            last = min(first + self._load_blocks, end)
+        for first in range(start, end, LOAD_BLOCKS):
+            last = min(first + LOAD_BLOCKS, end)
             runs.append((first, last, *self._register(content, first, last, from_disk=True, readahead=readahead)))
         self.nursery.start_soon(self._load_in_order, content, runs)
 

@@ -70,7 +70,7 @@ class Signer:
         self._secret = secret
         self._revoked: tuple[bytes, ...] = ()  # secrets of URLs that now read as expired
         self._lock = threading.Lock()
-        self._signed_now: dict[tuple[Scheme, int, int], tuple[str, str]] = {}  # this second's, per scheme and lifetime
+        self._signed_now: dict[tuple[Scheme, int, int], tuple[list[str], str]] = {}  # this second's, per scheme and lifetime
 
     @staticmethod
     def _signature(secret: bytes, path: str, signed: list[str]) -> str:
@@ -87,11 +87,10 @@ class Signer:
                       str(key[2]), "host"]
             params = urllib.parse.urlencode({scheme.param(name): value
                                              for name, value in zip(_SIGNED, values, strict=True)})
-            made = ("\n" + "\n".join(values), params)
+            made = (values, params)
             self._signed_now = {**{k: v for k, v in self._signed_now.items() if k[1] == key[1]}, key: made}
-        signed, params = made
-        signature = hmac.digest(self._secret, (path + signed).encode(), "sha256").hex()
-        return f"{params}&{scheme.param('Signature')}={signature}"
+        values, params = made
+        return f"{params}&{scheme.param('Signature')}={self._signature(self._secret, path, values)}"
 
     def sign(self, base_url: str, path: str, scheme: Scheme, ttl: float) -> str:
         """``base_url + path`` with its signed query."""

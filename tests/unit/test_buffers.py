@@ -160,11 +160,11 @@ def test_a_shared_pool_copies_bytes_out_of_memfd_maps() -> None:
     view[:] = os.urandom(len(view))
     base = view.toreadonly()
     piece = pool.piece(base, 1000, 300 * K)
-    assert piece.in_memfds() and len(piece) == 300 * K - 1000
+    assert piece._parts[0][1] is not None and len(piece) == 300 * K - 1000
     assert piece.tobytes() == bytes(base[1000:300 * K])
     small = pool.take(256 * K)  # below SHARED_MIN: an anonymous map
     small[:4] = b"abcd"
-    assert not pool.piece(small.toreadonly(), 0, 4).in_memfds() and pool.piece(small, 0, 4).tobytes() == b"abcd"
+    assert pool.piece(small.toreadonly(), 0, 4)._parts[0][1] is None and pool.piece(small, 0, 4).tobytes() == b"abcd"
     assert buffers.Piece(b"plain").tobytes() == b"plain"
 
 
@@ -204,4 +204,4 @@ def test_a_memfd_goes_with_its_map_and_at_most_shared_maps_live(monkeypatch: pyt
 def test_a_pool_not_shared_makes_no_memfds() -> None:
     pool = BufferPool(256 * K, 2048 * K, spares=0)
     view = pool.take(2048 * K)
-    assert not pool.piece(view, 0, 10).in_memfds() and not pool._fds
+    assert pool.piece(view, 0, 10)._parts[0][1] is None and not pool._fds

@@ -420,7 +420,7 @@ async def test_blocks_the_full_disk_queue_dropped_are_fetched_again_and_the_kept
         assert await read_all(core, FILE) == blob.read_all()
     loaded = {first + i for first, count, _ in loads for i in range(count)}
     assert loaded == kept and all(misses == 0 for _, _, misses in loads)  # nothing dropped looked for on disk
-    assert max(count for _, count, _ in loads) <= engine.SEGMENT_MAX // engine.BLOCK_SIZE
+    assert max(count for _, count, _ in loads) <= engine.LOAD_BLOCKS
     assert len(transport.ranges("/download")) > fetched  # the dropped blocks came from the network again
 
 
@@ -453,7 +453,7 @@ async def test_blocks_on_disk_load_in_runs_of_one_pooled_buffer_each(tmp_path: P
         assert await trio.to_thread.run_sync(core.engine.cache.wait_idle)
         core.engine.window = engine.Window(2 * BLOCK)  # memory forgets them
         assert await read_all(core, FILE) == blob.read_all()
-    run = engine.SEGMENT_MAX // engine.BLOCK_SIZE
+    run = engine.LOAD_BLOCKS
     assert sum(count for count, _ in loads) >= 40 and len(loads) >= 40 // run
     assert all(count <= run and into for count, into in loads)
     assert under_way == [0, 1]
