@@ -1,6 +1,7 @@
 """A bare pyfuse3 file system over nginx: the floor of "Python FUSE over HTTP".
 
     python -m bench.barefs MOUNTPOINT --base-url URL --dataset JSON [--getxattr enoattr|enosys]
+        [--cache-dir DIR]
 
 The dataset's tree (``<part>/<name>``) with every name and size known up front, so lookups,
 ``readdir`` and ``getattr`` never wait on the network. Each ``read`` is one ranged GET, read in
@@ -9,16 +10,23 @@ place on the trio thread with artifactfs's byte transport (as artifactfs reads a
 ``pyfuse3.main(min_tasks=4)`` and the mount's kernel readahead raised to 1 MiB. ``getxattr``
 answers ENOATTR (a file system serving ``user.*`` attributes pays one round trip per name and
 file, as artifactfs does) or, with ``--getxattr enosys``, ENOSYS (the kernel stops asking).
+
+With ``--cache-dir`` it also keeps what it reads, as an artifactfs mount does: each read's bytes
+are received into a page-aligned buffer, which one thread then writes at their place in a file
+per file around the page cache (``O_DIRECT``), after the reply; the buffers are reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import mmap
 import os
+import queue
 import signal
 import stat
 import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +44,7 @@ READ_AHEAD_KB = 1024
 TTL = 3600.0
 MTIME_NS = int(datetime.fromisoformat("2026-05-01T00:00:00+00:00").timestamp() * 1e9)
 XATTR_ERRNO = {"enoattr": pyfuse3.ENOATTR, "enosys": errno.ENOSYS}
+PAGE = mmap.PAGESIZE
 
 
 @dataclass
@@ -64,10 +73,11 @@ def build_tree(dataset: Dataset, base_url: str) -> dict[int, Node]:
 class BareFS(pyfuse3.Operations):
     """Read-only operations over a fixed tree; bytes straight from the origin."""
 
-    def __init__(self, nodes: dict[int, Node], xattr_errno: int) -> None:
+    def __init__(self, nodes: dict[int, Node], xattr_errno: int, cache: Cache | None = None) -> None:
         super().__init__()
         self.nodes = nodes
         self.xattr_errno = xattr_errno
+        self.cache = cache
         self.transport = HttpTransport()
         self.listings = {inode: sorted(node.children.items()) for inode, node in nodes.items() if node.size is None}
 
@@ -112,12 +122,17 @@ class BareFS(pyfuse3.Operations):
         size = max(0, min(size, (node.size or 0) - off))
         if size == 0:
             return memoryview(b"")
-        return await self.fetch(node.url, off, size)
+        if self.cache is None:
+            return await self.fetch(node.url, off, size)
+        buffer = self.cache.take(size)
+        data = await self.fetch(node.url, off, size, memoryview(buffer))
+        self.cache.keep(fh, off, buffer, size)
+        return data
 
-    async def fetch(self, url: str, off: int, size: int) -> memoryview:
+    async def fetch(self, url: str, off: int, size: int, into: memoryview | None = None) -> memoryview:
         """One ranged GET read straight into a buffer, on the trio thread; any failure is EIO."""
         try:
-            status, buf = await get_into(self.transport, url, off, size)
+            status, buf = await get_into(self.transport, url, off, size, into)
         except (TransportError, OSError):
             raise pyfuse3.FUSEError(errno.EIO) from None
         if status != 206:
@@ -126,6 +141,50 @@ class BareFS(pyfuse3.Operations):
 
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         raise pyfuse3.FUSEError(self.xattr_errno)
+
+
+class Cache:
+    """What was read, written by one thread around the page cache to a file per inode."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._free: list[mmap.mmap] = []
+        self._written: queue.SimpleQueue[tuple[int, int, mmap.mmap, int]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._write, name="barefs-writer", daemon=True).start()
+
+    def take(self, size: int) -> mmap.mmap:
+        """A page-aligned buffer of at least ``size`` bytes, reused once written."""
+        with self._lock:
+            for i, buffer in enumerate(self._free):
+                if len(buffer) >= size:
+                    return self._free.pop(i)
+        return mmap.mmap(-1, -(-size // PAGE) * PAGE)
+
+    def keep(self, inode: int, offset: int, buffer: mmap.mmap, size: int) -> None:
+        self._written.put((inode, offset, buffer, size))
+
+    def _write(self) -> None:
+        files: dict[int, int] = {}
+        while True:
+            inode, offset, buffer, size = self._written.get()
+            if inode not in files:
+                files[inode] = self._open(self.directory / str(inode))
+            with memoryview(buffer) as view:
+                os.pwrite(files[inode], view[:-(-size // PAGE) * PAGE], offset)
+            with self._lock:
+                self._free.append(buffer)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        """For writes around the page cache, or through it where the file system refuses (tmpfs)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(path, flags | os.O_DIRECT, 0o600)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            return os.open(path, flags, 0o600)
 
 
 async def tune_read_ahead(mountpoint: Path) -> None:
@@ -154,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", required=True, help="nginx's root URL (ends with /)")
     parser.add_argument("--dataset", required=True, help="Dataset as JSON")
     parser.add_argument("--getxattr", choices=sorted(XATTR_ERRNO), default="enoattr")
+    parser.add_argument("--cache-dir", type=Path, help="keep what is read here (around the page cache)")
     args = parser.parse_args(argv)
-    ops = BareFS(build_tree(Dataset.from_json(args.dataset), args.base_url), XATTR_ERRNO[args.getxattr])
+    cache = Cache(args.cache_dir) if args.cache_dir else None
+    ops = BareFS(build_tree(Dataset.from_json(args.dataset), args.base_url), XATTR_ERRNO[args.getxattr], cache)
     pyfuse3.init(ops, str(args.mountpoint), set(pyfuse3.default_options) | {"fsname=barefs", "ro"})
     try:
         trio.run(serve, args.mountpoint)

@@ -154,6 +154,10 @@ READING_NOTES = [
     "thread, which fetches exactly the bytes asked for with one GET (`bench/barefsspec.py`: no namespace, "
     "blocks or cache). Both bare file systems read on the trio thread with artifactfs's byte transport "
     "(`wire`), as artifactfs reads a range up to 1 MiB.",
+    ("`bare trio fsspec + cache` is that floor keeping what it reads, as artifactfs does: one thread writes "
+     "each body to a file of its own, through the page cache, after the caller has its bytes. "
+     "`bare pyfuse3 + cache` is the mount's: each read's bytes arrive in a reused page-aligned buffer, "
+     "which one thread writes to a file per file around the page cache (`O_DIRECT`), after the reply."),
 ]
 
 

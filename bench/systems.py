@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from . import columns
 from .cases import Case, Endpoint, Tree
@@ -270,19 +271,24 @@ class BareFuse(MountSystem):
 
     tool = sys.executable
 
-    def __init__(self, env: Env, getxattr: str) -> None:
+    def __init__(self, env: Env, variant: str) -> None:
+        """``variant``: ``enoattr``, the floor; ``enosys``, its ``ls`` answering ENOSYS for
+        xattrs; ``cached``, its 200 files kept in a cache dir as they are read."""
         super().__init__(env)
-        self.getxattr = getxattr
-        self.name = columns.BARE if getxattr == "enoattr" else columns.BARE_ENOSYS
-        self.slug = f"barefs-{getxattr}"
-        self.cases = None if getxattr == "enoattr" else frozenset({"ls"})
+        self.variant = variant
+        self.name = {"enoattr": columns.BARE, "enosys": columns.BARE_ENOSYS, "cached": columns.BARE_CACHED}[variant]
+        self.slug = f"barefs-{variant}"
+        self.cases = {"enoattr": None, "enosys": frozenset({"ls"}), "cached": frozenset({"parallel"})}[variant]
 
     def problem(self) -> str | None:
         return fuse_problem()
 
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
+        variant = ["--getxattr", "enosys"] if self.variant == "enosys" else []
+        if self.variant == "cached":
+            variant = ["--cache-dir", str(cache)]
         return [sys.executable, "-m", "bench.barefs", str(mountpoint), "--base-url", self.env.nginx.base_url,
-                "--dataset", self.env.dataset.to_json(), "--getxattr", self.getxattr]
+                "--dataset", self.env.dataset.to_json(), *variant]
 
 
 class Rclone(MountSystem):
@@ -324,17 +330,21 @@ class HttpDirFS(MountSystem):
 class Fsspec(System):
     """An fsspec file system used from one Python process per case: artifactfs's own
     (``artifactfs`` protocol, a fresh cache dir), fsspec's ``http`` on nginx, or the bare
-    floor of artifactfs's design (``baretrio``, random and parallel reads only)."""
+    floors of artifactfs's design (``baretrio``, random and parallel reads only; and
+    ``baretriocache``, which also writes what it read to a fresh cache dir: parallel reads)."""
 
     daemon = True
-    NAMES = {"artifactfs": columns.AFS_FSSPEC, "http": columns.FSSPEC_HTTP, "baretrio": columns.FSSPEC_BARE}
+    NAMES: ClassVar[dict[str, str]] = {"artifactfs": columns.AFS_FSSPEC, "http": columns.FSSPEC_HTTP,
+                                       "baretrio": columns.FSSPEC_BARE, "baretriocache": columns.FSSPEC_BARE_CACHED}
+    CASES: ClassVar[dict[str, frozenset[str]]] = {"baretrio": frozenset({"random", "parallel"}),
+                                                  "baretriocache": frozenset({"parallel"})}
 
     def __init__(self, env: Env, protocol: str) -> None:
         super().__init__(env)
         self.protocol = protocol
         self.name = self.NAMES[protocol]
         self.slug = f"fsspec-{protocol}"
-        self.cases = frozenset({"random", "parallel"} if protocol == "baretrio" else {"seq", "random", "parallel"})
+        self.cases = self.CASES.get(protocol, frozenset({"seq", "random", "parallel"}))
 
     def problem(self) -> str | None:
         return fsspec_problem(self.protocol)
@@ -348,7 +358,8 @@ class Fsspec(System):
             options = {"config": str(self.env.artifactfs_config()), "cache_dir": str(cache)}
             prefixes = {part: f"{root}/" for part, root in artifactfs_roots("").items()}
         else:
-            options, prefixes = {}, {part: self.env.nginx.part_url(part) for part in PARTS}
+            options = {"cache_dir": str(cache)} if self.protocol == "baretriocache" else {}
+            prefixes = {part: self.env.nginx.part_url(part) for part in PARTS}
         command = [sys.executable, "-m", "bench.fsspecrun", "--protocol", self.protocol,
                    "--options", json.dumps(options), "--prefixes", json.dumps(prefixes)]
         session = WorkerSession(command, self.env.credentials(), self.env.logs / f"{self.slug}-{case.key}.log")
@@ -363,7 +374,8 @@ def all_systems(env: Env) -> list[System]:
     """Every column, in table order."""
     return [
         Curl(env), LocalDisk(env), ArtifactFS(env), ArtifactFSNoXattrs(env),
-        BareFuse(env, "enoattr"), BareFuse(env, "enosys"),
+        BareFuse(env, "enoattr"), BareFuse(env, "enosys"), BareFuse(env, "cached"),
         Rclone(env, "full"), Rclone(env, "off"), HttpDirFS(env, cache=True), HttpDirFS(env, cache=False),
         ApiAlone(env), Fsspec(env, "artifactfs"), Fsspec(env, "http"), Fsspec(env, "baretrio"),
+        Fsspec(env, "baretriocache"),
     ]

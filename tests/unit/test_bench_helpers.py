@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import os
+import threading
+import time
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +82,47 @@ def test_the_fsspec_worker_outcome_round_trips_or_becomes_an_error() -> None:
         Outcome.parse(json.dumps(asdict(Outcome(stopped="timeout"))), 0).figures()
     with pytest.raises(CaseError, match="status -9"):
         Outcome.parse("", -9).figures()
+
+
+def test_the_cached_fsspec_floor_returns_each_body_and_writes_it_to_its_cache(tmp_path: Path) -> None:
+    import fsspec
+
+    from bench import barefsspec
+
+    served = tmp_path / "served"
+    served.mkdir()
+    bodies = {f"f{i}.bin": os.urandom(100_000 + i) for i in range(3)}
+    for name, body in bodies.items():
+        (served / name).write_bytes(body)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            fs = fsspec.filesystem(barefsspec.CACHED_PROTOCOL, skip_instance_cache=True, cache_dir=str(cache))
+            base = f"http://127.0.0.1:{server.server_address[1]}/"
+            assert {name: fs.cat_file(base + name) for name in bodies} == bodies
+        finally:
+            server.shutdown()
+    deadline = time.monotonic() + 10
+    while (written := sorted(path.read_bytes() for path in cache.iterdir())) != sorted(bodies.values()):
+        assert time.monotonic() < deadline, f"{len(written)} of {len(bodies)} bodies written"
+        time.sleep(0.01)
+
+
+def test_the_cached_pyfuse3_floor_writes_each_read_at_its_place_and_reuses_its_buffers(tmp_path: Path) -> None:
+    from bench.barefs import PAGE, Cache
+
+    cache = Cache(tmp_path)
+    first = cache.take(3 * PAGE + 5)
+    assert len(first) == 4 * PAGE
+    first[:3 * PAGE + 5] = b"a" * (3 * PAGE + 5)
+    cache.keep(7, 4 * PAGE, first, 3 * PAGE + 5)
+    deadline = time.monotonic() + 10
+    while (again := cache.take(PAGE)) is not first:
+        assert time.monotonic() < deadline, "the written buffer never came back"
+        time.sleep(0.01)
+    assert again is first
+    written = (tmp_path / "7").read_bytes()
+    assert written[:4 * PAGE] == bytes(4 * PAGE) and written[4 * PAGE:7 * PAGE + 5] == b"a" * (3 * PAGE + 5)
