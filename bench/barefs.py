@@ -125,7 +125,11 @@ class BareFS(pyfuse3.Operations):
         if self.cache is None:
             return await self.fetch(node.url, off, size)
         buffer = self.cache.take(size)
-        data = await self.fetch(node.url, off, size, memoryview(buffer))
+        try:
+            data = await self.fetch(node.url, off, size, memoryview(buffer))
+        except BaseException:
+            self.cache.give_back(buffer)
+            raise
         self.cache.keep(fh, off, buffer, size)
         return data
 
@@ -159,7 +163,11 @@ class Cache:
             for i, buffer in enumerate(self._free):
                 if len(buffer) >= size:
                     return self._free.pop(i)
-        return mmap.mmap(-1, -(-size // PAGE) * PAGE)
+        return mmap.mmap(-1, _in_pages(size))
+
+    def give_back(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            self._free.append(buffer)
 
     def keep(self, inode: int, offset: int, buffer: mmap.mmap, size: int) -> None:
         self._written.put((inode, offset, buffer, size))
@@ -171,9 +179,8 @@ class Cache:
             if inode not in files:
                 files[inode] = self._open(self.directory / str(inode))
             with memoryview(buffer) as view:
-                os.pwrite(files[inode], view[:-(-size // PAGE) * PAGE], offset)
-            with self._lock:
-                self._free.append(buffer)
+                os.pwrite(files[inode], view[:_in_pages(size)], offset)
+            self.give_back(buffer)
 
     @staticmethod
     def _open(path: Path) -> int:
@@ -185,6 +192,11 @@ class Cache:
             if exc.errno != errno.EINVAL:
                 raise
             return os.open(path, flags, 0o600)
+
+
+def _in_pages(size: int) -> int:
+    """``size`` rounded up to whole pages, as ``O_DIRECT`` writes them."""
+    return -(-size // PAGE) * PAGE
 
 
 async def tune_read_ahead(mountpoint: Path) -> None:

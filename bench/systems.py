@@ -284,11 +284,9 @@ class BareFuse(MountSystem):
         return fuse_problem()
 
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
-        variant = ["--getxattr", "enosys"] if self.variant == "enosys" else []
-        if self.variant == "cached":
-            variant = ["--cache-dir", str(cache)]
+        variant = {"enoattr": [], "enosys": ["--getxattr", "enosys"], "cached": ["--cache-dir", str(cache)]}
         return [sys.executable, "-m", "bench.barefs", str(mountpoint), "--base-url", self.env.nginx.base_url,
-                "--dataset", self.env.dataset.to_json(), *variant]
+                "--dataset", self.env.dataset.to_json(), *variant[self.variant]]
 
 
 class Rclone(MountSystem):
