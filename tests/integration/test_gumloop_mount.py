@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -68,6 +69,27 @@ def test_tree_of_the_sample_agent(mount: MountFactory, emulator: Emulator) -> No
     stamp = os.stat(top / "latest" / "q4_sales_report.pdf")
     assert stamp.st_size == emulator.gumloop_version("art_aBcDeF123").size
     assert stamp.st_mtime == 1778855520.0  # 2026-05-15T14:32:00Z
+
+
+def test_xattrs_answer_user_names_only_and_nothing_when_switched_off(mount: MountFactory,
+                                                                    emulator: Emulator) -> None:
+    """By default ``user.*`` names answer and any other name is ENODATA (what ``ls -l`` asks
+    of every file); with ``--no-xattrs`` every call fails with EOPNOTSUPP, also the second
+    (the daemon answered ENOSYS, so the kernel stopped asking), and the bytes still read."""
+    on = agent_dir(mount(("gumloop",))) / "latest" / "report.md"
+    assert os.getxattr(on, "user.artifactfs.provider") == b"gumloop"
+    assert "user.artifactfs.provider" in os.listxattr(on)
+    for name in ("trusted.overlay.opaque", "user.nothing", "user.artifactfs.nothing"):
+        with pytest.raises(OSError) as missing:
+            os.getxattr(on, name)
+        assert missing.value.errno == errno.ENODATA, name
+    off = agent_dir(mount(("gumloop",), args=("--no-xattrs",))) / "latest" / "report.md"
+    for _ in range(2):
+        for ask in (lambda: os.getxattr(off, "user.artifactfs.provider"), lambda: os.listxattr(off)):
+            with pytest.raises(OSError) as unsupported:
+                ask()
+            assert unsupported.value.errno == errno.EOPNOTSUPP
+    assert off.read_bytes() == emulator.gumloop_version("art_kLmNoP234").read_all()
 
 
 def test_listing_and_stat_resolve_no_download_url(mount: MountFactory, emulator: Emulator) -> None:
