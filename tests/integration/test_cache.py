@@ -150,20 +150,21 @@ def test_sequential_reads_grow_the_readahead(mount: MountFactory, emulator: Emul
 
 
 def test_a_read_after_a_seek_asks_its_pages_then_its_block(mount: MountFactory, emulator: Emulator) -> None:
-    """The first small read in a block fetches exactly what the kernel asks, kept nowhere; the
-    block's second read fetches the block, which is then served without the origin."""
+    """The first two small reads in a block fetch exactly what the kernel asks, kept nowhere;
+    the block's third read fetches the block, which is then served without the origin."""
     blob = put(emulator, "data/random.bin", 64 * MiB, seed=11)
     m = mount()
     target = file_of(m, "data/random.bin")
     target.stat()
     emulator.clear_requests()
     at = 40 * MiB + 5
-    for offset in (at, at + 64 * 1024, at + 96 * 1024):  # one block; a new handle each: seeks
+    for offset in (at, at + 64 * 1024, at + 96 * 1024, at + 32 * 1024):  # one block; a new handle each: seeks
         with open(target, "rb") as f:
             assert os.pread(f.fileno(), 100, offset) == blob.read(offset, 100)
     ranges = [r["headers"].get("range") for r in downloads(emulator, "data/random.bin")]
-    block = 40 * MiB
-    assert ranges == [f"bytes={block}-{block + 4095}", f"bytes={block}-{block + BLOCK_SIZE - 1}"], ranges
+    block, page = 40 * MiB, 40 * MiB + 64 * 1024
+    assert ranges == [f"bytes={block}-{block + 4095}", f"bytes={page}-{page + 4095}",
+                      f"bytes={block}-{block + BLOCK_SIZE - 1}"], ranges
 
 
 def test_head_c_of_a_big_file_asks_its_pages_and_reading_on_takes_blocks(mount: MountFactory,

@@ -207,16 +207,17 @@ def test_large_reads_pass_the_file_buffer_and_mix_with_small_ones(fs: ArtifactFi
 
 
 def test_a_small_range_asks_exactly_its_bytes_then_its_block(fs: ArtifactFileSystem, emulator: Emulator) -> None:
-    """The first small range read in a block costs its bytes; the block's second read fetches
-    the block, and the third is served from memory."""
+    """The first two small ranges read in a block cost their bytes; the block's third read
+    fetches the block, and the fourth is served from memory."""
     blob = emulator.sigmic_file("task_456", "downloads/model.bin")
     at = 5 * MIB + 7
     emulator.clear_requests()
-    for offset in (at, at + 1000, at + 2000):
+    for offset in (at, at + 1000, at + 2000, at + 3000):
         assert fs.cat_file(MODEL, offset, offset + 100) == blob.read(offset, 100)
     ranges = [r["headers"]["range"] for r in emulator.requests(path_contains="/download") if "range" in r["headers"]]
     block = at // BLOCK_SIZE * BLOCK_SIZE
-    assert ranges == [f"bytes={at}-{at + 99}", f"bytes={block}-{block + BLOCK_SIZE - 1}"]
+    assert ranges == [f"bytes={at}-{at + 99}", f"bytes={at + 1000}-{at + 1099}",
+                      f"bytes={block}-{block + BLOCK_SIZE - 1}"]
 
 
 def test_unsized_chunked_files_read_exactly(fs: ArtifactFileSystem, emulator: Emulator) -> None:

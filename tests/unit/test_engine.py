@@ -314,28 +314,30 @@ async def test_sequential_reads_grow_the_window_and_a_seek_fetches_one_block(tmp
         opened = await core.open_path(FILE)
         at = 30 * MIB + 5
         far = 10 * MIB
-        for offset in (at, far, at + 1000, at + 50):  # the first touch of a block: its bytes, kept nowhere
+        farther = 20 * MIB
+        for offset in (at, far, at + 1000, farther, at + 50, at + 9):  # a block's first two touches: their bytes
             assert await core.read(opened.fh, offset, 100) == blob.read(offset, 100)
         core.release(opened.fh)
-        block = at // BLOCK * BLOCK  # the second: the block, kept (the third is served from memory)
+        block = at // BLOCK * BLOCK  # the third: the block, kept (the fourth is served from memory)
         assert transport.ranges("/download") == [f"bytes={at}-{at + 99}", f"bytes={far}-{far + 99}",
+                                                 f"bytes={at + 1000}-{at + 1099}", f"bytes={farther}-{farther + 99}",
                                                  f"bytes={block}-{block + BLOCK - 1}"]
 
 
 async def test_blocks_read_once_are_remembered_up_to_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past ``TOUCHES_KEPT`` blocks the memory of first touches starts again: a block read once
-    before then is read exactly again, not fetched whole."""
-    monkeypatch.setattr(engine, "TOUCHES_KEPT", 2)
+    """Past ``TOUCHES_KEPT`` blocks the memory of exact reads starts again: a block read
+    twice before then is read exactly again, not fetched whole."""
+    monkeypatch.setattr(engine, "TOUCHES_KEPT", 3)
     world, blob = world_with(40 * MIB)
     async with running(world, tmp_path) as (core, transport):
         opened = await core.open_path(FILE)
-        offsets = [10 * MIB, 20 * MIB, 30 * MIB, 10 * MIB + 500]
+        offsets = [10 * MIB, 20 * MIB, 10 * MIB + 300, 30 * MIB, 35 * MIB, 10 * MIB + 500]
         for offset in offsets:
             assert await core.read(opened.fh, offset, 100) == blob.read(offset, 100)
         core.release(opened.fh)
         assert transport.ranges("/download") == [f"bytes={o}-{o + 99}" for o in offsets]
     stats = blockcache.read_stats(tmp_path / "cache")
-    assert (stats.hits, stats.misses, stats.blocks) == (0, 4, 0)  # misses, kept nowhere
+    assert (stats.hits, stats.misses, stats.blocks) == (0, 6, 0)  # misses, kept nowhere
 
 
 async def test_blocks_evicted_from_memory_mid_read_come_back_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,13 +361,14 @@ async def test_reopening_a_file_reuses_its_url_and_what_it_read(tmp_path: Path) 
     world.put_gumloop_artifact("agent_x", "big.bin", blob)
     async with running(world, tmp_path) as (core, transport):
         path = "gumloop/agent_x/latest/big.bin"
-        for offset in (0, 10 * BLOCK, 0, 0):
+        for offset in (0, 10 * BLOCK, 0, 0, 0):
             assert await read_range(core, path, offset, 100) == blob.read(offset, 100)
             await core.engine.settled()  # nobody reads it now
         resolves = [entry for entry in transport.origin.log.entries() if entry["path"].endswith("/download")]
         assert resolves == []  # the listed URL served every open: no new one asked for
-        # The opening read's bytes, blocks 10 on, the first window once block 0 is read again; then memory.
-        assert transport.ranges("/storage") == ["bytes=0-99", f"bytes={10 * BLOCK}-{12 * BLOCK - 1}",
+        # The opening read's bytes, blocks 10 on, the opening read's bytes again, the first
+        # window once block 0 is read a third time; then memory.
+        assert transport.ranges("/storage") == ["bytes=0-99", f"bytes={10 * BLOCK}-{12 * BLOCK - 1}", "bytes=0-99",
                                                 f"bytes=0-{(engine.FIRST_WINDOW + 1) * BLOCK - 1}"]
 
 
