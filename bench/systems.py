@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from . import columns
 from .cases import Case, Endpoint, Tree
@@ -266,27 +266,40 @@ class ArtifactFSNoXattrs(ArtifactFS):
         return None if "--no-xattrs" in usage else "`artifactfs mount` has no --no-xattrs"
 
 
+class BareVariant(NamedTuple):
+    """One column of the bare pyfuse3 file system: its name, the cases it runs (None: all),
+    its ``getxattr`` answer, and whether it keeps what it reads in the case's cache dir."""
+
+    name: str
+    cases: frozenset[str] | None
+    getxattr: str
+    keeps: bool
+
+
 class BareFuse(MountSystem):
     """``python -m bench.barefs``: the floor of a Python FUSE file system over HTTP."""
 
     tool = sys.executable
+    VARIANTS: ClassVar[dict[str, BareVariant]] = {
+        "enoattr": BareVariant(columns.BARE, None, "enoattr", keeps=False),  # the floor
+        "enosys": BareVariant(columns.BARE_ENOSYS, frozenset({"ls"}), "enosys", keeps=False),  # xattrs: ENOSYS
+        "cached": BareVariant(columns.BARE_CACHED, frozenset({"parallel"}), "enoattr", keeps=True),
+    }
 
     def __init__(self, env: Env, variant: str) -> None:
-        """``variant``: ``enoattr``, the floor; ``enosys``, its ``ls`` answering ENOSYS for
-        xattrs; ``cached``, its 200 files kept in a cache dir as they are read."""
         super().__init__(env)
-        self.variant = variant
-        self.name = {"enoattr": columns.BARE, "enosys": columns.BARE_ENOSYS, "cached": columns.BARE_CACHED}[variant]
+        self.variant = self.VARIANTS[variant]
+        self.name = self.variant.name
         self.slug = f"barefs-{variant}"
-        self.cases = {"enoattr": None, "enosys": frozenset({"ls"}), "cached": frozenset({"parallel"})}[variant]
+        self.cases = self.variant.cases
 
     def problem(self) -> str | None:
         return fuse_problem()
 
     def command(self, mountpoint: Path, cache: Path, log: Path) -> list[str]:
-        variant = {"enoattr": [], "enosys": ["--getxattr", "enosys"], "cached": ["--cache-dir", str(cache)]}
+        keeps = ["--cache-dir", str(cache)] if self.variant.keeps else []
         return [sys.executable, "-m", "bench.barefs", str(mountpoint), "--base-url", self.env.nginx.base_url,
-                "--dataset", self.env.dataset.to_json(), *variant[self.variant]]
+                "--dataset", self.env.dataset.to_json(), "--getxattr", self.variant.getxattr, *keeps]
 
 
 class Rclone(MountSystem):

@@ -324,7 +324,7 @@ async def test_sequential_reads_grow_the_window_and_a_seek_fetches_one_block(tmp
                                                  f"bytes={block}-{block + BLOCK - 1}"]
 
 
-async def test_blocks_read_once_are_remembered_up_to_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_blocks_read_exactly_are_remembered_up_to_a_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ``TOUCHES_KEPT`` blocks the memory of exact reads starts again: a block read
     twice before then is read exactly again, not fetched whole."""
     monkeypatch.setattr(engine, "TOUCHES_KEPT", 3)
