@@ -12,8 +12,8 @@ so several processes share it).
   is a miss, the block is dropped and the log says so. Changing the format or block size
   never serves old blocks.
 - Write-behind: ``store`` checksums a block and queues it; one writer thread writes consecutive
-  blocks with one ``pwritev`` into files it keeps open (for a mount, runs of full blocks around
-  the page cache, with O_DIRECT, where the file system allows), and index rows in batches. A full queue (a
+  blocks with one ``pwritev`` into files it keeps open (runs of full blocks stored ``around``
+  the page cache with O_DIRECT, where the file system allows), and index rows in batches. A full queue (a
   slow disk) drops blocks rather than slowing a read, unless the caller asks to wait (a server
   that ignores Range). ENOSPC, EIO, EROFS or a broken index never fail a read: the block is
   not kept, room is made where eviction can, and the log says so once per condition.
@@ -275,11 +275,7 @@ class _Once:
 class BlockCache:
     """Thread-safe: ``load``/``snapshot`` run in worker threads, ``store`` anywhere."""
 
-    def __init__(self, directory: Path, max_size: int, block_size: int, *, direct: bool = True) -> None:
-        """``direct``: write runs of full blocks around the page cache, for a mount: the kernel
-        keeps the pages of what its readers read, so the cache's would hold each block twice.
-        fsspec's readers re-read through this cache: there its pages are what makes that fast
-        (fsspec's 1 GiB re-read here: 1,100–1,370 MB/s, against 600–900 written around them)."""
+    def __init__(self, directory: Path, max_size: int, block_size: int) -> None:
         self.directory = directory
         self.max_size = max_size
         self.block_size = block_size
@@ -295,10 +291,9 @@ class BlockCache:
         self._once = _Once()
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         self._files = _Descriptors(directory, flags)
-        # Runs of full blocks are written around the page cache (O_DIRECT: headers and fetch
-        # buffers are page-aligned): ~40 ms of CPU per GiB here against ~250 ms through it.
-        self._direct: _Descriptors | None = (_Descriptors(directory, flags | os.O_DIRECT) if direct and DIRECT
-                                             else None)
+        # Runs of full blocks stored ``around`` go around the page cache (O_DIRECT: headers and
+        # fetch buffers are page-aligned): ~40 ms of CPU per GiB here against ~250 ms through it.
+        self._direct: _Descriptors | None = _Descriptors(directory, flags | os.O_DIRECT) if DIRECT else None
         self._slots = mmap.mmap(-1, IOV_BLOCKS * SLOT)  # headers, page-aligned as O_DIRECT wants
         self._queue: collections.deque[tuple] = collections.deque()
         self._queued = 0
@@ -383,9 +378,11 @@ class BlockCache:
 
     # ---- writes (queued) -----------------------------------------------------------------------
 
-    def store(self, content: str, first: int, payloads: Sequence[memoryview], *, wait: bool = False) -> bool:
+    def store(self, content: str, first: int, payloads: Sequence[memoryview], *, wait: bool = False,
+              around: bool = False) -> bool:
         """Queue verified blocks ``first``, ``first + 1`` … for the disk, all or none; False if
-        dropped (queue full and not waiting).
+        dropped (queue full and not waiting). ``around``: full blocks are written around the
+        page cache, which would hold them a second time, or for nobody (``Engine``).
 
         Their checksums are taken here, by the thread that just received them: in the CPU's
         cache a 128 KiB block hashes in ~2 µs, while the writer, long after, took ~54 µs per
@@ -399,7 +396,7 @@ class BlockCache:
             if self._stopping:
                 return False
             self._queued += size  # their room, held while their checksums are taken
-        blocks = [("block", content, first + i, payload, checksum(payload)) for i, payload in enumerate(payloads)]
+        blocks = [("block", content, first + i, payload, checksum(payload), around) for i, payload in enumerate(payloads)]
         with self._cond:
             was = len(self._queue)
             self._queue.extend(blocks)
@@ -489,7 +486,7 @@ class BlockCache:
 
     def _write_batch(self, batch: list[tuple]) -> None:
         rows, totals, drops, trees, touched_trees = [], [], [], [], []
-        blocks: list[tuple[str, int, memoryview, int]] = []
+        blocks: list[tuple[str, int, memoryview, int, bool]] = []
         now = time.time()
         writing = {item[1] for item in batch if item[0] == "block"}
         for descriptors in self._descriptors():
@@ -509,20 +506,20 @@ class BlockCache:
                 trees.append((item[1], item[2], now))
             else:
                 touched_trees.append((now, item[1]))
-        for content, first, run in _runs(blocks, self.block_size):
-            if self._write_run(content, first, run):
+        for content, first, run, around in _runs(blocks, self.block_size):
+            if self._write_run(content, first, run, around):
                 rows += [(content, first + i, len(payload), now) for i, (payload, _) in enumerate(run)]
         if blocks:
             with self._cond:
-                self._queued -= sum(len(payload) for _, _, payload, _ in blocks)
+                self._queued -= sum(len(block[2]) for block in blocks)
                 self._cond.notify_all()
         if rows or totals or drops or trees or touched_trees:
             self._held.update(content for content, _, _, _ in rows)
             self._index(rows, totals, drops, trees, touched_trees)
 
-    def _write_run(self, content: str, first: int, run: list[tuple[memoryview, int]]) -> bool:
+    def _write_run(self, content: str, first: int, run: list[tuple[memoryview, int]], around: bool) -> bool:
         """Write consecutive blocks at their place in their content's file, in one call (full
-        blocks around the page cache where the file system allows); False if the disk refused."""
+        blocks ``around`` the page cache where the file system allows); False if the disk refused."""
         if time.monotonic() - self._failed_at < RETRY_AFTER_FAILURE:
             return False
         parts: list[memoryview] = []
@@ -532,7 +529,7 @@ class BlockCache:
             header_into(slot, content, first + i, payload, self.block_size, payload_checksum)
             parts += [slot, payload]
         size = sum(len(part) for part in parts)
-        direct = len(run[-1][0]) == self.block_size
+        direct = around and len(run[-1][0]) == self.block_size
         evicted = False
         while True:
             try:
@@ -733,20 +730,21 @@ class BlockCache:
             self._reader.close()
 
 
-def _runs(blocks: list[tuple[str, int, memoryview, int]],
-          block_size: int) -> Iterator[tuple[str, int, list[tuple[memoryview, int]]]]:
-    """Queued blocks as runs of consecutive blocks of one content: (content, first index,
-    payloads with their checksums), each run written where its first block goes. Only a full
-    block is followed by another in a run (the next block's slot starts where it ends)."""
-    run: tuple[str, int, list[tuple[memoryview, int]]] | None = None
-    for content, index, payload, payload_checksum in blocks:
-        if (run is not None and run[0] == content and run[1] + len(run[2]) == index
+def _runs(blocks: list[tuple[str, int, memoryview, int, bool]],
+          block_size: int) -> Iterator[tuple[str, int, list[tuple[memoryview, int]], bool]]:
+    """Queued blocks as runs of consecutive blocks of one content, all stored ``around`` the
+    page cache or none: (content, first index, payloads with their checksums, around), each run
+    written where its first block goes. Only a full block is followed by another in a run (the
+    next block's slot starts where it ends)."""
+    run: tuple[str, int, list[tuple[memoryview, int]], bool] | None = None
+    for content, index, payload, payload_checksum, around in blocks:
+        if (run is not None and run[0] == content and run[1] + len(run[2]) == index and run[3] == around
                 and len(run[2][-1][0]) == block_size and len(run[2]) < IOV_BLOCKS):
             run[2].append((payload, payload_checksum))
             continue
         if run is not None:
             yield run
-        run = (content, index, [(payload, payload_checksum)])
+        run = (content, index, [(payload, payload_checksum)], around)
     if run is not None:
         yield run
 

@@ -155,12 +155,13 @@ class Core:
 
     def __init__(self, config: Config, nursery: trio.Nursery, cache: BlockCache,
                  providers: list[Provider], *, clock: Callable[[], float] = time.monotonic,
-                 shared_buffers: bool = False) -> None:
+                 shared_buffers: bool = False, writes_around: bool = True) -> None:
         self.config = config
         self.cache = cache
         self.providers = providers
         self.ns = Namespace(providers, negative_ttl=config.negative_ttl, clock=clock)
-        self.engine = Engine(cache, nursery, clock=time.time, shared_buffers=shared_buffers)
+        self.engine = Engine(cache, nursery, clock=time.time, shared_buffers=shared_buffers,
+                             writes_around=writes_around)
         for provider in providers:
             provider.engine = self.engine
         self._files: dict[int, tuple[OpenFile, Node]] = {}
@@ -170,20 +171,20 @@ class Core:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, config: Config, *, shared_buffers: bool = False, direct_writes: bool = True,
+    async def running(cls, config: Config, *, shared_buffers: bool = False, writes_around: bool = True,
                       **transports: Any) -> AsyncIterator["Core"]:
         """The core with its background work (fetches, cache upkeep) running until the block ends.
         ``shared_buffers``: its callers copy bytes out in their own threads (``read_out``).
-        ``direct_writes``: the disk cache is written around the page cache (``BlockCache``).
+        ``writes_around``: every block is written to the disk around the page cache (``Engine``).
         ``transports`` (``api_transport``, ``byte_transport``) replace the network in tests."""
         try:
-            cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE, direct=direct_writes)
+            cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE)
         except (OSError, sqlite3.Error) as exc:
             raise CoreError(f"cache dir {config.cache_dir}: {exc} (choose another with --cache-dir)") from None
         providers = [make_provider(p, config.cache_dir, config.timeout, **transports) for p in config.providers]
         try:
             async with trio.open_nursery() as nursery:
-                core = cls(config, nursery, cache, providers, shared_buffers=shared_buffers)
+                core = cls(config, nursery, cache, providers, shared_buffers=shared_buffers, writes_around=writes_around)
                 workers().warm(WARM_WORKERS)
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 for provider in providers:

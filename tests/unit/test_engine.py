@@ -49,7 +49,7 @@ def world_with(size: int, seed: int = 5) -> tuple[Emulator, PatternBlob]:
 @asynccontextmanager
 async def running(world: Emulator, tmp_path: Path, transport: ByteTransport | None = None, *,
                   cache_size: str = "1GiB", timeout: float = 5,
-                  shared_buffers: bool = False) -> AsyncIterator[tuple[Core, ByteTransport]]:
+                  shared_buffers: bool = False, writes_around: bool = True) -> AsyncIterator[tuple[Core, ByteTransport]]:
     """A core on ``world`` with its network in-process (and its cache under ``tmp_path``)."""
     origin = InProcessOrigin(world) if transport is None else transport.origin
     transport = transport or ByteTransport(origin)
@@ -64,7 +64,7 @@ async def running(world: Emulator, tmp_path: Path, transport: ByteTransport | No
     config_file.chmod(0o600)
     config = load_config(config_file, environ={})
     async with Core.running(config, api_transport=ApiTransport(origin), byte_transport=transport,
-                            shared_buffers=shared_buffers) as core:
+                            shared_buffers=shared_buffers, writes_around=writes_around) as core:
         yield core, transport
 
 
@@ -210,9 +210,9 @@ async def test_a_claim_queues_its_blocks_for_the_disk_in_one_run(tmp_path: Path,
     runs: list[tuple[int, int]] = []
     store = blockcache.BlockCache.store
 
-    def counted(self: blockcache.BlockCache, content: str, first: int, payloads: list, *, wait: bool = False) -> bool:
+    def counted(self: blockcache.BlockCache, content: str, first: int, payloads: list, **how: bool) -> bool:
         runs.append((first, len(payloads)))
-        return store(self, content, first, payloads, wait=wait)
+        return store(self, content, first, payloads, **how)
 
     monkeypatch.setattr(blockcache.BlockCache, "store", counted)
     transport = ByteTransport(InProcessOrigin(world), piece=50_000)
@@ -220,6 +220,30 @@ async def test_a_claim_queues_its_blocks_for_the_disk_in_one_run(tmp_path: Path,
         assert await read_range(core, FILE, 0, MIB) == blob.read_all()
     assert transport.ranges("/download") == [f"bytes=0-{MIB - 1}"]
     assert runs == [(0, MIB // BLOCK)]
+
+
+@pytest.mark.parametrize("writes_around", [True, False])
+async def test_a_claims_blocks_go_around_the_page_cache_and_readaheads_as_the_core_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_around: bool) -> None:
+    """A mount's core writes every block around the page cache; fsspec's only the blocks a
+    read fetched for itself (a whole small file here), and readahead's through it."""
+    world, big = world_with(4 * MIB)
+    small = PatternBlob(MIB, 6)
+    world.put_sigmic_file(TASK, "data/small.bin", small)
+    around: dict[str, set[bool]] = {}
+    store = blockcache.BlockCache.store
+
+    def spying(self: blockcache.BlockCache, content: str, first: int, payloads: list, **how: bool) -> bool:
+        around.setdefault(content, set()).add(how["around"])
+        return store(self, content, first, payloads, **how)
+
+    monkeypatch.setattr(blockcache.BlockCache, "store", spying)
+    async with running(world, tmp_path, writes_around=writes_around) as (core, _):
+        assert await read_range(core, f"sigmic/{TASK}/data/small.bin", 0, MIB) == small.read_all()
+        assert around and set().union(*around.values()) == {True}
+        around.clear()
+        assert await read_all(core, FILE) == big.read_all()
+    assert list(around.values()) == [{writes_around}]
 
 
 class _Resolver:
