@@ -846,7 +846,8 @@ class _BlockSink(_Sink):
     waits rather than drops, so the file is not sent again."""
 
     def __init__(self, engine: Engine, content: Content, start: int, end: int,
-                 token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
+                 token: trio.lowlevel.TrioToken, *, keep: bool = False,
+                 kernel_read: tuple[int, int] | None = None) -> None:
         super().__init__(engine, content, token)
         self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
         self.dropped: set[int] = set()  # blocks the full disk queue did not take
@@ -860,7 +861,7 @@ class _BlockSink(_Sink):
         self.base = EMPTY.base
         self.segment_start = self.segment_end = self.pos
         self.counted = False  # trio thread: counted as a whole-body stream
-        self.kernel_read: tuple[int, int] | None = None  # a claim's read, whose pages the kernel keeps
+        self.kernel_read = kernel_read  # a claim's read, whose pages the kernel keeps
 
     def begin(self, first: int, total: int | None, ranged: bool) -> None:
         """A response starts at ``first``: where this fetch stopped (a resume, maybe within a
@@ -945,9 +946,8 @@ class Claim:
     def __init__(self, engine: Engine, content: Content, start: int, end: int, mine: dict[int, _Pending],
                  reply: _Reply, known: dict[int, Span], *, kernel_keeps: bool = False) -> None:
         self.content, self.start, self.end, self.mine = content, start, end, mine
-        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
-        if kernel_keeps:
-            self.sink.kernel_read = (reply.offset, reply.end)
+        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True,
+                               kernel_read=(reply.offset, reply.end) if kernel_keeps else None)
         self.gathered, self.known = reply, known
 
     def reply(self) -> _Reply:
