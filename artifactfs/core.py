@@ -155,13 +155,13 @@ class Core:
 
     def __init__(self, config: Config, nursery: trio.Nursery, cache: BlockCache,
                  providers: list[Provider], *, clock: Callable[[], float] = time.monotonic,
-                 shared_buffers: bool = False, kernel_cache: bool = False) -> None:
+                 shared_buffers: bool = False, writes_around: bool = True) -> None:
         self.config = config
         self.cache = cache
         self.providers = providers
         self.ns = Namespace(providers, negative_ttl=config.negative_ttl, clock=clock)
         self.engine = Engine(cache, nursery, clock=time.time, shared_buffers=shared_buffers,
-                             kernel_cache=kernel_cache)
+                             writes_around=writes_around)
         for provider in providers:
             provider.engine = self.engine
         self._files: dict[int, tuple[OpenFile, Node]] = {}
@@ -171,11 +171,11 @@ class Core:
 
     @classmethod
     @asynccontextmanager
-    async def running(cls, config: Config, *, shared_buffers: bool = False, kernel_cache: bool = False,
+    async def running(cls, config: Config, *, shared_buffers: bool = False, writes_around: bool = True,
                       **transports: Any) -> AsyncIterator["Core"]:
         """The core with its background work (fetches, cache upkeep) running until the block ends.
         ``shared_buffers``: its callers copy bytes out in their own threads (``read_out``).
-        ``kernel_cache``: a mount, whose kernel keeps the pages its readers read (``Engine``).
+        ``writes_around``: every block is written to the disk around the page cache (``Engine``).
         ``transports`` (``api_transport``, ``byte_transport``) replace the network in tests."""
         try:
             cache = BlockCache(config.cache_dir, config.cache_max_size, BLOCK_SIZE)
@@ -184,7 +184,7 @@ class Core:
         providers = [make_provider(p, config.cache_dir, config.timeout, **transports) for p in config.providers]
         try:
             async with trio.open_nursery() as nursery:
-                core = cls(config, nursery, cache, providers, shared_buffers=shared_buffers, kernel_cache=kernel_cache)
+                core = cls(config, nursery, cache, providers, shared_buffers=shared_buffers, writes_around=writes_around)
                 workers().warm(WARM_WORKERS)
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 for provider in providers:
@@ -315,7 +315,6 @@ class Core:
             raise NotFound(self.ns.path(node))
         entry, provider = node.entry, node.provider
         handle: OpenFile
-        remote: Handle | None = None
         if entry.local:
             path = await provider.local_file(entry.ref)
             try:
@@ -329,8 +328,6 @@ class Core:
         fh = self._new_fh()
         self._files[fh] = (handle, node)
         size_known = entry.size is not None or self.engine.size(provider.name, entry.key, entry.fingerprint) is not None
-        if remote is not None:
-            remote.kernel_keeps = self.engine.kernel_cache and size_known  # not direct_io: the kernel caches it
         opened = Opened(fh, keep_cache=node.served_fingerprint == entry.fingerprint and size_known,
                         direct_io=not size_known)
         node.served_fingerprint = entry.fingerprint

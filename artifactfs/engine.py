@@ -166,7 +166,6 @@ class Handle:
     content: Content
     next_offset: int = 0
     window: int = 0
-    kernel_keeps: bool = False  # a mount's file the kernel caches: it holds what it read whole
 
 
 def _at_start(handle: Handle, offset: int) -> bool:
@@ -260,21 +259,18 @@ class _Reply:
 class Engine:
     """Serves reads of every open remote file; fetches run in ``nursery``.
 
-    ``kernel_cache``: the front end is a mount, whose kernel keeps the pages its readers read
-    (of a file opened with its size known: ``Handle.kernel_keeps``). Then every block goes to
-    the disk around the page cache, which would hold it a second time, and the blocks that a
-    claim's read covers whole skip the memory window: the kernel holds them, and the window
-    only kept their buffer from being reused while still in the CPU's caches. Else (fsspec)
-    only a claim's blocks go around the page cache (a whole small file, a read after a seek):
-    the memory window serves them again soon after, and the page cache's copy cost more than
-    it saved (fsspec's 200 files of 1 MiB in ``make bench``, six runs of five each: 615 -> 683
-    MB/s, 0.77 -> 0.83x fsspec http, medians). Blocks fetched ahead of a sequential reader go
-    through it, so a re-read of a big file comes from memory."""
+    ``writes_around``: every block goes to the disk around the page cache, as for a mount,
+    whose kernel keeps the pages its readers read. Else only a claim's blocks do (fsspec's: a
+    whole small file, a read after a seek): the memory window serves them again soon after, and
+    the page cache's copy cost more than it saved (fsspec's 200 files of 1 MiB in ``make bench``,
+    six runs of five each: 615 -> 683 MB/s, 0.77 -> 0.83x fsspec http, medians). Blocks
+    fetched ahead of a sequential reader go through it, so a re-read of a big file comes from
+    memory."""
 
     def __init__(self, cache: BlockCache, nursery: trio.Nursery, *, clock: Callable[[], float],
-                 shared_buffers: bool = False, kernel_cache: bool = False) -> None:
+                 shared_buffers: bool = False, writes_around: bool = True) -> None:
         self.cache = cache
-        self.kernel_cache = kernel_cache
+        self.writes_around = writes_around
         self.nursery = nursery
         self.clock = clock
         self.window = Window(MEMORY_BYTES)
@@ -400,7 +396,7 @@ class Engine:
             self._plan(content, first, last, handle.window)
             return _Reply.of(offset, size, known)
         mine, _ = self._register(content, missing[0], stop, from_disk=False, readahead=False)
-        return Claim(self, content, missing[0], stop, mine, _Reply(offset, size), known, kernel_keeps=handle.kernel_keeps)
+        return Claim(self, content, missing[0], stop, mine, _Reply(offset, size), known)
 
     def _claim_stop(self, content: Content, last: int, window: int) -> int | None:
         """Where a claim ending at block ``last`` stops: there, or at the end of the file if
@@ -583,16 +579,13 @@ class Engine:
 
     # ---- arrivals (trio thread) ------------------------------------------------------------------
 
-    def _arrived(self, content: Content, spans: dict[int, Span], dropped: Collection[int] = (),
-                 kernel_read: tuple[int, int] | None = None) -> None:
+    def _arrived(self, content: Content, spans: dict[int, Span], dropped: Collection[int] = ()) -> None:
         """Blocks are here, and queued for the disk but those the full queue ``dropped``: once
         one leaves memory it is loaded from there (fetched again if the disk did not keep it
         after all), or fetched again if it was dropped. One call for all the blocks a fetch
-        handed over at once, and one wake-up. Those within ``kernel_read``, a read whose pages
-        the kernel keeps, skip the memory window."""
+        handed over at once, and one wake-up."""
         for index, span in spans.items():
-            if kernel_read is None or not kernel_read[0] <= index * BLOCK_SIZE <= kernel_read[1] - len(span):
-                self.window.put((content.hash, index), span)
+            self.window.put((content.hash, index), span)
             if index not in dropped:
                 content.on_disk.add(index)
             if content.streams:
@@ -702,7 +695,7 @@ class Engine:
     def _fetched(self, sink: _BlockSink, mine: dict[int, _Pending], error: FsError | None, held: int) -> None:
         """A fetch is over: the blocks its sink kept arrive, it takes nothing more, and its
         waiters still waiting get ``error``."""
-        self._arrived(sink.content, sink.kept, sink.dropped, sink.kernel_read)
+        self._arrived(sink.content, sink.kept, sink.dropped)
         sink.closed = True
         self._count_stream(sink, -1)
         self._settle(sink.content, mine, error, held)
@@ -846,8 +839,7 @@ class _BlockSink(_Sink):
     waits rather than drops, so the file is not sent again."""
 
     def __init__(self, engine: Engine, content: Content, start: int, end: int,
-                 token: trio.lowlevel.TrioToken, *, keep: bool = False,
-                 kernel_read: tuple[int, int] | None = None) -> None:
+                 token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
         super().__init__(engine, content, token)
         self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
         self.dropped: set[int] = set()  # blocks the full disk queue did not take
@@ -861,7 +853,6 @@ class _BlockSink(_Sink):
         self.base = EMPTY.base
         self.segment_start = self.segment_end = self.pos
         self.counted = False  # trio thread: counted as a whole-body stream
-        self.kernel_read = kernel_read  # a claim's read, whose pages the kernel keeps
 
     def begin(self, first: int, total: int | None, ranged: bool) -> None:
         """A response starts at ``first``: where this fetch stopped (a resume, maybe within a
@@ -924,7 +915,7 @@ class _BlockSink(_Sink):
         if not payloads:
             return
         stored = self.engine.cache.store(self.content.hash, self.handed // BLOCK_SIZE, payloads, wait=not self.ranged,
-                                         around=self.engine.kernel_cache or (self.keep and self.ranged))
+                                         around=self.engine.writes_around or (self.keep and self.ranged))
         if not stored:
             self.dropped.update(range(self.handed // BLOCK_SIZE, start // BLOCK_SIZE))
         self.handed = start
@@ -944,10 +935,9 @@ class Claim:
     arrive with the fetch's end. Made by ``Engine.claim``; fetched once."""
 
     def __init__(self, engine: Engine, content: Content, start: int, end: int, mine: dict[int, _Pending],
-                 reply: _Reply, known: dict[int, Span], *, kernel_keeps: bool = False) -> None:
+                 reply: _Reply, known: dict[int, Span]) -> None:
         self.content, self.start, self.end, self.mine = content, start, end, mine
-        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True,
-                               kernel_read=(reply.offset, reply.end) if kernel_keeps else None)
+        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
         self.gathered, self.known = reply, known
 
     def reply(self) -> _Reply:

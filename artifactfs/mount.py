@@ -120,7 +120,7 @@ async def _serve(config: Config, mountpoint: Path, on_ready: Callable[[], None],
     """Signals are taken for the whole run, not just while mounted: a SIGTERM arriving during
     the unmount must not kill the daemon before its cache has written what it holds."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async with Core.running(config, kernel_cache=True) as core:
+        async with Core.running(config) as core:
             await _mounted(core, config, mountpoint, on_ready, notifier, signals)
 
 

@@ -118,7 +118,7 @@ class Runtime:
 
     @staticmethod
     async def _host(config: Config, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with Core.running(config, shared_buffers=True) as core:
+        async with Core.running(config, shared_buffers=True, writes_around=False) as core:
             task_status.started(core)
             await trio.sleep_forever()
 

@@ -49,7 +49,7 @@ def world_with(size: int, seed: int = 5) -> tuple[Emulator, PatternBlob]:
 @asynccontextmanager
 async def running(world: Emulator, tmp_path: Path, transport: ByteTransport | None = None, *,
                   cache_size: str = "1GiB", timeout: float = 5,
-                  shared_buffers: bool = False, kernel_cache: bool = False) -> AsyncIterator[tuple[Core, ByteTransport]]:
+                  shared_buffers: bool = False, writes_around: bool = True) -> AsyncIterator[tuple[Core, ByteTransport]]:
     """A core on ``world`` with its network in-process (and its cache under ``tmp_path``)."""
     origin = InProcessOrigin(world) if transport is None else transport.origin
     transport = transport or ByteTransport(origin)
@@ -64,7 +64,7 @@ async def running(world: Emulator, tmp_path: Path, transport: ByteTransport | No
     config_file.chmod(0o600)
     config = load_config(config_file, environ={})
     async with Core.running(config, api_transport=ApiTransport(origin), byte_transport=transport,
-                            shared_buffers=shared_buffers, kernel_cache=kernel_cache) as core:
+                            shared_buffers=shared_buffers, writes_around=writes_around) as core:
         yield core, transport
 
 
@@ -222,9 +222,9 @@ async def test_a_claim_queues_its_blocks_for_the_disk_in_one_run(tmp_path: Path,
     assert runs == [(0, MIB // BLOCK)]
 
 
-@pytest.mark.parametrize("kernel_cache", [True, False])
-async def test_a_claims_blocks_go_around_the_page_cache_and_readaheads_only_on_a_mount(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel_cache: bool) -> None:
+@pytest.mark.parametrize("writes_around", [True, False])
+async def test_a_claims_blocks_go_around_the_page_cache_and_readaheads_as_the_core_says(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writes_around: bool) -> None:
     """A mount's core writes every block around the page cache; fsspec's only the blocks a
     read fetched for itself (a whole small file here), and readahead's through it."""
     world, big = world_with(4 * MIB)
@@ -238,33 +238,24 @@ async def test_a_claims_blocks_go_around_the_page_cache_and_readaheads_only_on_a
         return store(self, content, first, payloads, **how)
 
     monkeypatch.setattr(blockcache.BlockCache, "store", spying)
-    async with running(world, tmp_path, kernel_cache=kernel_cache) as (core, _):
+    async with running(world, tmp_path, writes_around=writes_around) as (core, _):
         assert await read_range(core, f"sigmic/{TASK}/data/small.bin", 0, MIB) == small.read_all()
         assert around and set().union(*around.values()) == {True}
         around.clear()
         assert await read_all(core, FILE) == big.read_all()
-    assert list(around.values()) == [{kernel_cache}]
+    assert list(around.values()) == [{writes_around}]
 
 
-@pytest.mark.parametrize("kernel_cache", [True, False])
-async def test_on_a_mount_the_memory_window_keeps_only_what_the_kernel_did_not_read_whole(
-        tmp_path: Path, kernel_cache: bool) -> None:
-    """A mount's kernel keeps the pages it read: a claim's blocks that its read covers whole
-    stay out of the memory window; fsspec's all enter it, and so do a read's partial blocks."""
-    world, big = world_with(4 * MIB)
-    small = PatternBlob(MIB + 1000, 6)  # nine blocks, the last short: one claim
-    world.put_sigmic_file(TASK, "data/small.bin", small)
-    async with running(world, tmp_path, kernel_cache=kernel_cache) as (core, transport):
-        path = f"sigmic/{TASK}/data/small.bin"
-        assert await read_range(core, path, 0, 2 * MIB) == small.read_all()
-        assert core.engine.window.bytes == (0 if kernel_cache else MIB + 1000)
-        at = 2 * MIB + 100  # after a seek: a claim of the two blocks it touches, neither whole
-        assert await read_range(core, FILE, at, BLOCK) == big.read(at, BLOCK)
-        assert core.engine.window.bytes == (0 if kernel_cache else MIB + 1000) + 2 * BLOCK
-        await core.engine.settled()
-        assert core.cache.wait_idle()
-        assert await read_range(core, path, 0, 2 * MIB) == small.read_all()
-    assert transport.ranges("small.bin") == [f"bytes=0-{2 * MIB - 1}"]  # read again from memory or the disk
+async def test_a_file_read_whole_is_read_again_at_once_from_memory(tmp_path: Path) -> None:
+    """A mount shows one content under several paths (``latest/``, ``sessions/``, ``search/``),
+    each its own inode: the kernel's pages of one do not serve another. So a claim's blocks stay
+    in the memory window, and a second handle reading the file at once, before the disk has
+    them, asks nothing of the origin."""
+    world, blob = world_with(MIB)
+    async with running(world, tmp_path) as (core, transport):
+        assert await read_range(core, FILE, 0, MIB) == blob.read_all()
+        assert await read_range(core, FILE, 0, MIB) == blob.read_all()
+    assert transport.ranges("/download") == [f"bytes=0-{MIB - 1}"]
 
 
 class _Resolver:
