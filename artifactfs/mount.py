@@ -127,7 +127,7 @@ async def _serve(config: Config, mountpoint: Path, on_ready: Callable[[], None],
 async def _mounted(core: Core, config: Config, mountpoint: Path, on_ready: Callable[[], None],
                    notifier: Notifier, signals: AsyncIterator[int]) -> None:
     async with trio.open_nursery() as nursery:
-        ops = ArtifactOperations(core, allow_other=config.allow_other, xattrs=config.xattrs)
+        ops = ArtifactOperations(core, nursery, allow_other=config.allow_other, xattrs=config.xattrs)
         options = set(pyfuse3.default_options) | {"fsname=artifactfs", "subtype=artifactfs", "ro"}
         if config.allow_other:
             options.add("allow_other")

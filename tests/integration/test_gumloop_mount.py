@@ -13,7 +13,7 @@ import pytest
 
 from artifactfs.emulator import Emulator, PatternBlob
 from artifactfs.emulator.server import Reply, Request, xml_reply
-from tests.conftest import Mount, MountFactory, run, token_environ
+from tests.conftest import IN_CI, Mount, MountFactory, run, token_environ
 
 AGENT = "abc123DEFghiJKL"
 FIRST_SESSION, SECOND_SESSION = "ses_8h2k4m1n", "ses_3p9q7r2s"
@@ -90,6 +90,27 @@ def test_xattrs_answer_user_names_only_and_nothing_when_switched_off(mount: Moun
                 ask()
             assert unsupported.value.errno == errno.EOPNOTSUPP
     assert off.read_bytes() == emulator.gumloop_version("art_kLmNoP234").read_all()
+
+
+def test_a_warm_listing_leaves_the_kernel_its_entries_and_survives_their_eviction(mount: MountFactory,
+                                                                                 emulator: Emulator) -> None:
+    """A listing replayed soon after the kernel got it in full sends names without attributes
+    (the kernel keeps its dentries and attributes): ``ls -l`` shows the same. Once the kernel
+    dropped them (``drop_caches``: it forgets the inodes), it looks each name up again."""
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI runs as root; dropping the kernel's dentries needs root")
+        pytest.skip("dropping the kernel's dentries needs root")
+    m = mount(("gumloop",))
+    latest = agent_dir(m) / "latest"
+    cold = run("ls", "-l", "--time-style=+%s", latest).stdout
+    assert "without attributes" not in m.log_text()
+    assert run("ls", "-l", "--time-style=+%s", latest).stdout == cold
+    assert "readdir: entries 0-5 without attributes" in m.log_text()
+    Path("/proc/sys/vm/drop_caches").write_text("2")
+    assert run("ls", "-l", "--time-style=+%s", latest).stdout == cold
+    for path in latest.iterdir():
+        assert sha(path.read_bytes()) == origin_sha(emulator, path), path
 
 
 def test_listing_and_stat_resolve_no_download_url(mount: MountFactory, emulator: Emulator) -> None:
