@@ -189,6 +189,7 @@ class Core:
                 nursery.start_soon(trio.to_thread.run_sync, cache.sweep_orphans)
                 for provider in providers:
                     nursery.start_soon(provider.http.preconnect)
+                    nursery.start_soon(provider.http.connect_ahead)
                 try:
                     yield core
                     with trio.move_on_after(SETTLE_SECONDS):  # fetches finishing now still reach the disk

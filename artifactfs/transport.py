@@ -75,6 +75,9 @@ class ByteTransport(Protocol):
     def close_here(self) -> None:
         """Close what ``open_here`` kept for this trio run."""
 
+    async def preconnect_here(self, url: str) -> None:
+        """Have a connection to ``url``'s origin ready for ``open_here`` (nothing is sent)."""
+
 
 @functools.lru_cache(maxsize=1)
 def ssl_context() -> ssl.SSLContext:
@@ -338,6 +341,11 @@ class HttpTransport:
 
     def close_here(self) -> None:
         self._here.close()
+
+    async def preconnect_here(self, url: str) -> None:
+        """Connect ahead to a direct origin (through a proxy, the request connects)."""
+        if not isinstance(self._route(url), str):
+            await self._here.get().preconnect(url)
 
     @staticmethod
     def _direct(origin: _Origin, target: str, headers: Mapping[str, str], timeout: float) -> ByteResponse:

@@ -133,14 +133,29 @@ class _Origin:
         self.scheme, self.host, self.port = scheme, host, port
         self.tls, self.connect_timeout = tls, connect_timeout
         self.idle: list[_Connection] = []
+        self.ahead: trio.Event | None = None  # set once a connection made ahead is kept (or failed)
 
     async def connection(self, timeout: float) -> tuple[_Connection, bool]:
-        """A connection, and whether it was kept from an earlier request."""
+        """A connection, and whether it was kept from an earlier request or made ahead (a
+        request that comes while one is made ahead waits for it rather than make another)."""
+        if self.ahead is not None and not self.idle:
+            await self.ahead.wait()  # within the connect's own limit
+        conn = self.kept()
+        if conn is not None:
+            return conn, True
+        return await self.connect(timeout), False
+
+    def kept(self) -> _Connection | None:
+        """A kept connection the server has not closed meanwhile, if there is one."""
         while self.idle:
             conn = self.idle.pop()
             if not conn.closed_while_idle():
-                return conn, True
+                return conn
             conn.close()
+        return None
+
+    async def connect(self, timeout: float) -> _Connection:
+        """A new connection (TLS too for https)."""
         with trio.fail_after(min(timeout, self.connect_timeout)):
             stream: trio.SocketStream | trio.SSLStream = await trio.open_tcp_stream(self.host, self.port)
             if self.scheme == "https":
@@ -151,7 +166,7 @@ class _Origin:
                 except BaseException:
                     plain.socket.close()  # a refused certificate must not leave the server waiting
                     raise
-        return _Connection(stream, timeout), False
+        return _Connection(stream, timeout)
 
     def keep(self, conn: _Connection) -> None:
         if len(self.idle) < KEPT_PER_ORIGIN:
@@ -228,15 +243,19 @@ class TrioTransport:
 
     async def preconnect(self, url: str) -> None:
         """Have a live connection to ``url``'s origin kept (a kept one if it is still open, else
-        a new one), so the next request finds it ready. A failure is only logged (at debug):
-        that request will say what is wrong."""
+        a new one), so the next request finds it ready; one at a time per origin. A failure is
+        only logged (at debug): that request will say what is wrong."""
         origin, _, _ = self._origin(url)
+        if origin.ahead is not None:
+            return
+        origin.ahead = ahead = trio.Event()
         try:
-            conn, _ = await origin.connection(self.connect_timeout)
+            origin.keep(origin.kept() or await origin.connect(self.connect_timeout))
         except FAILURES as exc:
             log.debug("could not connect ahead to %s://%s:%d (%s)", origin.scheme, origin.host, origin.port, _why(exc))
-            return
-        origin.keep(conn)
+        finally:
+            origin.ahead = None
+            ahead.set()
 
     async def open(self, url: str, headers: Mapping[str, str], timeout: float) -> Response | None:
         """GET ``url`` (http or https): the response once its head is in, or None for a body

@@ -121,6 +121,7 @@ class ByteTransport:
     piece: int | None = None
     gate: trio.Event | None = None
     calls: list[tuple[str, str]] = field(default_factory=list)
+    preconnects: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def open(self, url: str, headers: Mapping[str, str], timeout: float) -> _Body:
@@ -148,6 +149,9 @@ class ByteTransport:
 
     def close_here(self) -> None:
         pass
+
+    async def preconnect_here(self, url: str) -> None:
+        self.preconnects.append(url)
 
     def _blob(self, reply: BlobReply, settings: OriginSettings, wanted: str | None, cut: int | None) -> _Body:
         """As ``serve_blob`` answers: the origin's switches only take Range and lengths away."""

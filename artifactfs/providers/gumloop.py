@@ -147,11 +147,15 @@ class GumloopProvider(Provider):
 
     def _remember(self, agent: str, versions: list[Version]) -> None:
         seen = self._versions.setdefault(agent, {})
+        first_url = None
         for v in versions:
             if v.version_id is not None:
                 seen.setdefault(v.artifact_id, {})[v.version_id] = v
             if v.url is not None:
                 self._listed_urls[(v.artifact_id, v.version_id)] = v.url
+                first_url = first_url or v.url
+        if first_url is not None:
+            self.http.listed(first_url)  # its storage, connected to ahead of the first read
 
     async def _search(self, agent: str, text: str) -> list[Entry]:
         return [self._file(v) for v in await self._listing(agent, search_query=text)]

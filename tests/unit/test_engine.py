@@ -599,3 +599,18 @@ async def test_random_concurrent_reads_with_failures_are_exact(tmp_path_factory:
             core.release(opened.fh)
     for n, (_, offset, length) in enumerate(reads):
         assert got[n] == blob.read(offset, length), (offset, length)
+
+
+async def test_a_listing_with_signed_urls_has_the_core_connect_ahead_to_their_storage(tmp_path: Path) -> None:
+    """The Gumloop sample lists signed URLs: once it is listed, the byte transport is asked to
+    connect to their origin, and nothing is fetched."""
+    world, _ = world_with(BLOCK)
+    async with running(world, tmp_path) as (core, transport):
+        agent = (await core.list_path("gumloop"))[0][0].name
+        await core.list_path(f"gumloop/{agent}/latest")
+        with trio.fail_after(5):
+            while not transport.preconnects:
+                await trio.sleep(0.01)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(transport.preconnects) == 1 and transport.calls == []
+        assert transport.preconnects[0].startswith("http://storage.test/")

@@ -112,6 +112,20 @@ async def test_latest_sessions_versions_and_search_share_key_and_fingerprint(tmp
     assert len({(e.key, e.fingerprint, e.ref) for e in places}) == 1
 
 
+async def test_a_listing_names_its_first_signed_url_to_be_connected_to_ahead(tmp_path: Path) -> None:
+    """One URL per listing (the connection is made per origin), none when no item has one."""
+    named: list[str] = []
+    gumloop, http = provider(listing(item("art_1", "v1"), item("art_2", "v2", url="https://s.example/2?sig"),
+                                     item("art_3", "v3", url="https://s.example/3?sig")), tmp_path)
+    http.listed = named.append  # type: ignore[method-assign]
+    await gumloop.list_dir(("agent", "agent"))
+    assert named == ["https://s.example/2?sig"]
+    gumloop, http = provider(listing(item("art_1", "v1")), tmp_path)
+    http.listed = named.append  # type: ignore[method-assign]
+    await gumloop.list_dir(("agent", "agent"))
+    assert named == ["https://s.example/2?sig"]
+
+
 async def test_resolve_scopes_the_token_to_the_api_origin(tmp_path: Path) -> None:
     signed = "https://storage.example/o?X-Goog-Date=20260515T143200Z&X-Goog-Expires=900&X-Goog-Signature=s"
     gumloop, http = provider(lambda path, params: {"download_url": signed, "size": "12"}, tmp_path)

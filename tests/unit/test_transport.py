@@ -24,9 +24,10 @@ from typing import ClassVar
 import httpx
 import pytest
 import trio
+import trio.testing
 import trustme
 
-from artifactfs import transport
+from artifactfs import transport, wire
 from artifactfs.httpclient import HttpClient
 from artifactfs.transport import TransportError, HttpTransport, api_client
 
@@ -285,6 +286,52 @@ async def test_an_api_client_connects_ahead_and_its_first_call_goes_over_that_co
         await client.aclose()
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
     assert "could not connect ahead" in caplog.records[0].message
+
+
+async def read_into(got: list[bytes | None], url: str, byte_transport: HttpTransport) -> None:
+    got.append(await read_here(url, byte_transport))
+
+
+async def test_a_listed_byte_origin_is_connected_ahead_once_and_a_read_meanwhile_waits_for_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``listed`` hands a listing's byte URL to the task that connects ahead (once per origin);
+    a read that comes while that connection is being made (held here until ``gate`` opens)
+    waits for it and goes over it, rather than making a second one."""
+    Counting.peers, Accepting.accepted = [], []
+    gate = trio.Event()
+    connect = wire._Origin.connect
+
+    async def slow_connect(self: wire._Origin, timeout: float) -> wire._Connection:
+        await gate.wait()
+        return await connect(self, timeout)
+
+    monkeypatch.setattr(wire._Origin, "connect", slow_connect)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        no_api = f"http://127.0.0.1:{probe.getsockname()[1]}/api"
+    got: list[bytes | None] = []
+    for base in serve(Accepting):
+        byte_transport = HttpTransport()
+        client = HttpClient("test", no_api, {}, byte_transport=byte_transport)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.connect_ahead)
+                client.listed(base + "/a?signature=1")
+                client.listed(base + "/b?signature=2")  # the same origin: not again
+                await trio.testing.wait_all_tasks_blocked()
+                nursery.start_soon(read_into, got, base + "/b", byte_transport)
+                await trio.testing.wait_all_tasks_blocked()
+                assert Accepting.accepted == []
+                gate.set()
+                with trio.fail_after(5):
+                    while not got:
+                        await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+        finally:
+            byte_transport.close_here()
+            await client.aclose()
+    assert got == [BODY]
+    assert Accepting.accepted == Counting.peers and len(Counting.peers) == 1
 
 
 class Raw(BaseHTTPRequestHandler):
