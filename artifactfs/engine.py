@@ -681,9 +681,12 @@ class Engine:
                    here: bool) -> FsError | None:
         """Bytes ``[start, end)`` into ``sink`` (the HTTP layer retries, resumes and
         re-resolves); the error a reader gets, if it failed."""
+        known = content.source
+        if known is not None and known.expiring(self.clock()):
+            known = None
         try:
             await content.provider.http.fetch(lambda refresh: self._source(content, refresh), start, end, sink,
-                                              here=here)
+                                              known=known, here=here)
         except FsError as exc:
             log.debug("%s: fetch of bytes %d-%d failed: %s", content.id.provider, start, end - 1, exc)
             return exc

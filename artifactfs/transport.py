@@ -16,6 +16,7 @@ import encodings.idna  # noqa: F401 - loaded now, not by the first request (its 
 import functools
 import http.client
 import io
+import math
 import os
 import socket
 import ssl
@@ -69,8 +70,10 @@ class ByteTransport(Protocol):
 
     def open(self, url: str, headers: Mapping[str, str], timeout: float) -> ByteResponse: ...
 
-    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float) -> HereResponse | None:
-        """The response, read on the trio thread; None where only ``open`` can (a proxy, a chunked body)."""
+    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float,
+                        give_up: float = math.inf) -> HereResponse | None:
+        """The response, read on the trio thread; None where only ``open`` can (a proxy, a chunked
+        body). No wait lasts longer than ``timeout``, nor past ``give_up`` (trio's clock)."""
 
     def close_here(self) -> None:
         """Close what ``open_here`` kept for this trio run."""
@@ -333,11 +336,12 @@ class HttpTransport:
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}") from None
 
-    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float) -> wire.Response | None:
+    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float,
+                        give_up: float = math.inf) -> wire.Response | None:
         """A direct origin's answer read on the trio thread (``wire``); None through a proxy."""
         if isinstance(self._route(url), str):
             return None
-        return await self._here.get().open(url, headers, timeout)
+        return await self._here.get().open(url, headers, timeout, give_up)
 
     def close_here(self) -> None:
         self._here.close()

@@ -8,6 +8,7 @@ fail the k-th call (mountpoint-s3's habit): refuse it, answer a status, or cut i
 
 from __future__ import annotations
 
+import math
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -137,11 +138,15 @@ class ByteTransport:
             return _Body(reply.status, {k.lower(): v for k, v in reply.headers.items()}, memoryview(reply.body), None)
         return self._blob(reply, self.origin.settings(url), headers.get("Range"), failure.after if failure else None)
 
-    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float) -> _HereBody | None:
+    async def open_here(self, url: str, headers: Mapping[str, str], timeout: float,
+                        give_up: float = math.inf) -> _HereBody | None:
         """As ``wire`` answers: a body without a length (chunked) is left to ``open``. With a
         ``gate``, the answer waits until it is set (a request held in flight)."""
         if self.gate is not None:
-            await self.gate.wait()
+            with trio.move_on_at(give_up):
+                await self.gate.wait()
+            if not self.gate.is_set():
+                raise TransportError("TimeoutError")
         body = self.open(url, headers, timeout)
         if body.status in (200, 206) and "content-length" not in body.headers:
             return None

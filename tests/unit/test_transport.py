@@ -28,7 +28,9 @@ import trio.testing
 import trustme
 
 from artifactfs import transport, wire
+from artifactfs.errors import RemoteError
 from artifactfs.httpclient import HttpClient
+from artifactfs.model import Source
 from artifactfs.transport import TransportError, HttpTransport, api_client
 
 BODY = b"artifact bytes\n"
@@ -429,3 +431,103 @@ async def test_every_path_acknowledges_an_answer_at_once() -> None:
         byte_transport.close_here()
     stalled = {path: sum(t >= DELAYED_ACK for t in times) for path, times in paths.items()}
     assert all(count <= 1 for count in stalled.values()), stalled
+
+
+class Slow(Counting):
+    """``/silent`` takes the request and never answers; ``/trickle`` sends a head for 100 bytes
+    (a 206 for ``Range: bytes=0-99``), then one byte every 50 ms. Each wait is short; only a
+    deadline on the whole ends it."""
+
+    def do_GET(self) -> None:
+        Counting.peers.append(self.client_address[1])
+        if self.path == "/silent":
+            time.sleep(3)
+            self.close_connection = True
+            return
+        if self.path != "/trickle":
+            return Origin.do_GET(self)
+        if self.headers.get("Range") == "bytes=0-99":
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes 0-99/100")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            for _ in range(100):
+                time.sleep(0.05)
+                self.wfile.write(b"x")
+                self.wfile.flush()
+        except OSError:
+            pass  # the client gave up
+        self.close_connection = True
+
+
+async def read_body(resp: wire.Response) -> int:
+    got, buffer = 0, memoryview(bytearray(100))
+    try:
+        while n := await resp.readinto(buffer[got:]):
+            got += n
+    finally:
+        resp.finish()
+    return got
+
+
+async def test_the_trio_path_ends_a_silent_wait_after_its_timeout_and_keeps_no_connection() -> None:
+    Counting.peers = []
+    for base in serve(Slow):
+        byte_transport = HttpTransport()
+        started = trio.current_time()
+        with pytest.raises(TransportError, match="TimeoutError"):
+            await byte_transport.open_here(base + "/silent", {}, timeout=0.3)
+        assert 0.25 <= trio.current_time() - started < 1.5
+        assert await read_here(base + "/after", byte_transport) == BODY
+        byte_transport.close_here()
+    silent, after = Counting.peers
+    assert silent != after  # the connection that ran out was closed, not kept
+
+
+async def test_the_trio_path_gives_up_at_the_deadline_however_often_a_trickle_comes() -> None:
+    for base in serve(Slow):
+        byte_transport = HttpTransport()
+        started = trio.current_time()
+        resp = await byte_transport.open_here(base + "/trickle", {}, timeout=1, give_up=started + 0.5)
+        assert resp is not None and resp.status == 200
+        with pytest.raises(TransportError, match="TimeoutError"):
+            await read_body(resp)
+        assert 0.45 <= trio.current_time() - started < 1.5
+        byte_transport.close_here()
+
+
+async def test_a_fetch_on_the_trio_thread_gives_up_at_its_deadline(caplog: pytest.LogCaptureFixture) -> None:
+    """No cancel scope bounds it: its socket waits end at the deadline, and it says so once."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.buffer = memoryview(bytearray(100))
+
+        def begin(self, first: int, total: int | None, ranged: bool) -> None:
+            pass
+
+        def window(self, pos: int) -> memoryview:
+            return self.buffer[pos:]
+
+        def wrote(self, pos: int, n: int) -> None:
+            pass
+
+        def eof(self, pos: int) -> None:
+            pass
+
+    for base in serve(Slow):
+        client = HttpClient("test", base, {}, timeout=1)
+
+        async def source(refresh: bool) -> Source:
+            return client.source(base + "/trickle")
+
+        started = trio.current_time()
+        with caplog.at_level(logging.INFO, "artifactfs.http"), pytest.raises(RemoteError, match="gave up after 1 s"):
+            await client.fetch(source, 0, 100, Sink(), deadline=1.0, here=True)
+        assert 0.95 <= trio.current_time() - started < 2.5
+        await client.aclose()
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
