@@ -26,6 +26,7 @@ from .blockcache import read_stats
 from .config import Config
 from .core import Core, CoreError, fewer_malloc_arenas
 from .fuse_ops import ArtifactOperations, KernelInvalidator
+from .fuse_wait import replaced_request_wait
 from .sdnotify import Notifier
 from .status import ProblemCounter, status_line
 
@@ -142,7 +143,8 @@ async def _mounted(core: Core, config: Config, mountpoint: Path, on_ready: Calla
         nursery.start_soon(_announce_ready, mountpoint, on_ready, notifier, config.cache_dir)
         gc.freeze()  # what start-up made lives as long as the daemon: collections never walk it again
         try:
-            await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
+            with replaced_request_wait():
+                await pyfuse3.main(min_tasks=MIN_TASKS, max_tasks=MAX_TASKS)
         finally:
             nursery.cancel_scope.cancel()
             notifier.notify(stopping=True, status=f"unmounting {mountpoint}")
