@@ -521,9 +521,10 @@ async def test_a_fetch_on_the_trio_thread_gives_up_at_its_deadline(caplog: pytes
 
     for base in serve(Slow):
         client = HttpClient("test", base, {}, timeout=1)
+        trickle = client.source(base + "/trickle")
 
-        async def source(refresh: bool) -> Source:
-            return client.source(base + "/trickle")
+        async def source(refresh: bool, trickle: Source = trickle) -> Source:
+            return trickle
 
         started = trio.current_time()
         with caplog.at_level(logging.INFO, "artifactfs.http"), pytest.raises(RemoteError, match="gave up after 1 s"):
