@@ -376,7 +376,7 @@ class Engine:
         if size <= 0 or (content.total is not None and offset >= content.total):
             return _Reply(offset, 0)
         found = self._in_memory(content, offset, size)
-        if found is not None and found[1] and (content.source is None or content.source.expiring(self.clock())):
+        if found is not None and found[1] and self._current_source(content) is None:
             await self._source(content, False)
             found = self._in_memory(content, offset, size)  # the wait let other reads move on
         if found is None or content.source is None:
@@ -681,12 +681,9 @@ class Engine:
                    here: bool) -> FsError | None:
         """Bytes ``[start, end)`` into ``sink`` (the HTTP layer retries, resumes and
         re-resolves); the error a reader gets, if it failed."""
-        known = content.source
-        if known is not None and known.expiring(self.clock()):
-            known = None
         try:
             await content.provider.http.fetch(lambda refresh: self._source(content, refresh), start, end, sink,
-                                              known=known, here=here)
+                                              known=self._current_source(content), here=here)
         except FsError as exc:
             log.debug("%s: fetch of bytes %d-%d failed: %s", content.id.provider, start, end - 1, exc)
             return exc
@@ -726,11 +723,15 @@ class Engine:
             self._drop_if_idle(sink.content)
         self._wake(sink.content)
 
+    def _current_source(self, content: Content) -> Source | None:
+        """The content's remembered URL, unless it is about to expire."""
+        source = content.source
+        return None if source is None or source.expiring(self.clock()) else source
+
     async def _source(self, content: Content, refresh: bool) -> Source:
         """The remembered URL, or a new one if none yet, about to expire, or refused (one
         resolve at a time per content: the others wait for it and take its URL)."""
-        source = content.source
-        if not refresh and source is not None and not source.expiring(self.clock()):
+        if not refresh and (source := self._current_source(content)) is not None:
             return source
         lock = content.resolve_lock
         try:
@@ -738,8 +739,8 @@ class Engine:
         except trio.WouldBlock:
             await lock.acquire()
         try:
-            source = content.source
-            if refresh or source is None or source.expiring(self.clock()):
+            source = self._current_source(content)
+            if refresh or source is None:
                 try:
                     source = await content.provider.resolve(content.ref)
                 except FsError:

@@ -48,14 +48,12 @@ class RequestWait:
         self._poll.register(fd, select.POLLIN)
         self._waiting = False  # a task waits for the device
         self._ended = False  # the device is being closed (``pyfuse3.terminate``)
-        self._parked: trio.lowlevel.ParkingLot | None = None  # made in the run
+        self._parked = trio.lowlevel.ParkingLot()  # tasks waiting for the one that waits for the device
 
     async def wait(self) -> bool:
         """True when a request can be read now (at once, with no checkpoint); False once the
         session ends. When the kernel ends it (an unmount), the device reads as ready, and
         the read ends each task's loop in turn."""
-        if self._parked is None:
-            self._parked = trio.lowlevel.ParkingLot()
         parked = self._parked
         await trio.lowlevel.cancel_shielded_checkpoint()
         while self._waiting and not self._ended:
