@@ -146,10 +146,12 @@ def read_bytes_with(byte_transport: HttpTransport, url: str) -> bytes:
 async def read_here(url: str, byte_transport: HttpTransport | None = None) -> bytes | None:
     """The body as ``wire`` reads it on the trio thread; None where it leaves it to a thread."""
     resp = await (byte_transport or HttpTransport()).open_here(url, {}, timeout=5)
-    if resp is None:
-        return None
-    buffer = memoryview(bytearray(100))
-    got = 0
+    return None if resp is None else await read_body(resp)
+
+
+async def read_body(resp: wire.Response) -> bytes:
+    """A response's body (up to 100 bytes), read in place; the response then finished."""
+    got, buffer = 0, memoryview(bytearray(100))
     try:
         while n := await resp.readinto(buffer[got:]):
             got += n
@@ -462,16 +464,6 @@ class Slow(Counting):
         except OSError:
             pass  # the client gave up
         self.close_connection = True
-
-
-async def read_body(resp: wire.Response) -> int:
-    got, buffer = 0, memoryview(bytearray(100))
-    try:
-        while n := await resp.readinto(buffer[got:]):
-            got += n
-    finally:
-        resp.finish()
-    return got
 
 
 async def test_the_trio_path_ends_a_silent_wait_after_its_timeout_and_keeps_no_connection() -> None:
