@@ -13,9 +13,9 @@ at a time waits for the device while the others park. The request is read right 
 ``poll``, with no checkpoint between, so no other task can take it first: a read of the
 device with nothing in it would block the whole loop.
 
-Measured here (lab, fresh mounts, interleaved): a warm ``ls -l`` of 10,000 files took 555
-against 650 ms (medians of 20), and 200 files of 1 MiB read by 8 threads ran at 584 against
-533 MB/s (medians of 8).
+Measured here (lab, fresh mounts, interleaved): a warm ``ls -l`` of 10,000 files with xattrs
+took 623 against 881 ms (medians of 20), and 200 files of 1 MiB read by 8 threads ran at 574
+against 491 MB/s (medians of 8), as README and docs/architecture.md say.
 
 pyfuse3 counts the tasks in its own wait to decide when to start another and when an idle
 one ends; that count lives in its C code, so with this wait it starts tasks up to
