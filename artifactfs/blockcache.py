@@ -11,7 +11,8 @@ so several processes share it).
   content, index, length) and its payload its checksum; a hole, a torn write or anything else
   is a miss, the block is dropped and the log says so. Changing the format or block size
   never serves old blocks.
-- Write-behind: ``store`` checksums a block and queues it; one writer thread writes consecutive
+- Write-behind: ``store`` checksums a block and queues it (``load`` serves it from there until
+  it is written); one writer thread writes consecutive
   blocks with one ``pwritev`` into files it keeps open (runs of full blocks stored ``around``
   the page cache with O_DIRECT, where the file system allows), and index rows in batches. A full queue (a
   slow disk) drops blocks rather than slowing a read, unless the caller asks to wait (a server
@@ -297,6 +298,7 @@ class BlockCache:
         self._slots = mmap.mmap(-1, IOV_BLOCKS * SLOT)  # headers, page-aligned as O_DIRECT wants
         self._queue: collections.deque[tuple] = collections.deque()
         self._queued = 0
+        self._unwritten: dict[tuple[str, int], memoryview] = {}  # blocks queued or being written
         self._cond = threading.Condition()
         self._touched: set[tuple[str, int]] = set()
         self._hits = self._misses = 0
@@ -336,13 +338,34 @@ class BlockCache:
         to back, block ``i`` at ``i × block size`` of ``into`` where given (at least ``count``
         blocks long), and the headers in a buffer of their own: a read spanning several blocks
         of a run is then one slice of it. A new buffer's pages are zeroed first, about half of
-        what reading them from the disk costs here (0.5 against 1 ms per MiB)."""
+        what reading them from the disk costs here (0.5 against 1 ms per MiB). A block still
+        queued for the disk (or being written) is copied from the queue: its file does not hold
+        it yet."""
+        with self._cond:
+            unwritten = [self._unwritten.get((content, first + i)) for i in range(count)]
+        size = self.block_size
+        payloads = memoryview(bytearray(size * count) if into is None else into[:size * count])
+        if any(view is None for view in unwritten):
+            found = self._read_blocks(content, first, count, payloads, unwritten)
+        else:
+            found = [None] * count
+        for i, view in enumerate(unwritten):
+            if view is not None:
+                payloads[i * size:i * size + len(view)] = view
+                found[i] = payloads[i * size:i * size + len(view)].toreadonly()
+        with self._cond:
+            self._touched.update((content, first + i) for i, view in enumerate(found) if view is not None)
+        return found
+
+    def _read_blocks(self, content: str, first: int, count: int, payloads: memoryview,
+                     unwritten: list[memoryview | None]) -> list[memoryview | None]:
+        """``load``'s read of the file: the blocks not ``unwritten``, each verified (a block
+        being written may be torn: it is not looked at)."""
         try:
             fd = os.open(data_path(self.directory, content), os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return [None] * count
         size = self.block_size
-        payloads = memoryview(bytearray(size * count) if into is None else into[:size * count])
         headers = memoryview(bytearray(SLOT * count))
         slices = [(headers[i * SLOT:(i + 1) * SLOT], payloads[i * size:(i + 1) * size]) for i in range(count)]
         try:
@@ -352,12 +375,10 @@ class BlockCache:
             log.debug("cache %s: reading %s failed: %s", self.directory, content, exc)
         finally:
             os.close(fd)
-        found = [self._verified(content, first + i, header[:max(0, got - i * self.stride)],
-                                payload[:max(0, got - i * self.stride - SLOT)])
-                 for i, (header, payload) in enumerate(slices)]
-        with self._cond:
-            self._touched.update((content, first + i) for i, view in enumerate(found) if view is not None)
-        return found
+        return [None if unwritten[i] is not None else
+                self._verified(content, first + i, header[:max(0, got - i * self.stride)],
+                               payload[:max(0, got - i * self.stride - SLOT)])
+                for i, (header, payload) in enumerate(slices)]
 
     def _verified(self, content: str, index: int, header: memoryview, payload: memoryview) -> memoryview | None:
         """The block's payload if its header and checksum say it is the one asked for."""
@@ -400,6 +421,7 @@ class BlockCache:
         with self._cond:
             was = len(self._queue)
             self._queue.extend(blocks)
+            self._unwritten.update(((content, block[2]), block[3]) for block in blocks)
             if not was or was < self._batch <= len(self._queue):  # wake the writer: it gathers for BATCH_WAIT
                 self._cond.notify()
         return True
@@ -512,6 +534,9 @@ class BlockCache:
         if blocks:
             with self._cond:
                 self._queued -= sum(len(block[2]) for block in blocks)
+                for content, index, payload, _, _ in blocks:  # written, or lost: the file says which
+                    if self._unwritten.get((content, index)) is payload:
+                        del self._unwritten[(content, index)]
                 self._cond.notify_all()
         if rows or totals or drops or trees or touched_trees:
             self._held.update(content for content, _, _, _ in rows)

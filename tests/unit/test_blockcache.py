@@ -7,6 +7,7 @@ import fcntl
 import logging
 import mmap
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -251,6 +252,35 @@ def test_a_full_queue_drops_instead_of_waiting(tmp_path: Path, monkeypatch: pyte
             c._queued = 2 * BLOCK
             assert c.store(C1, 0, [payload(0)]) is False
             c._queued = 0
+    finally:
+        c.close()
+
+
+def test_a_block_is_loaded_from_the_queue_until_the_disk_has_it(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block queued and not written yet (its file does not even exist) loads from the queue;
+    once written, from its file; a write the disk refused leaves a miss, never stale bytes."""
+    c = cache(tmp_path)
+    release = threading.Event()
+    real_write = c._write_run
+
+    def held(*args: object) -> bool:
+        assert release.wait(10)
+        return real_write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(c, "_write_run", held)
+    try:
+        assert c.store(C1, 0, [payload(0), payload(1, 1000)])
+        assert not data_path(tmp_path, C1).exists()
+        assert [bytes(view) for view in c.load(C1, 0, 2)] == [bytes(payload(0)), bytes(payload(1, 1000))]
+        release.set()
+        assert c.wait_idle()
+        assert data_path(tmp_path, C1).exists() and not c._unwritten
+        assert bytes(load(c, C1, 1)) == bytes(payload(1, 1000))
+        monkeypatch.setattr(c, "_write_run", lambda *args: False)  # the disk refuses the next one
+        assert c.store(C1, 2, [payload(2)])
+        assert c.wait_idle()
+        assert load(c, C1, 2) is None and not c._unwritten
     finally:
         c.close()
 

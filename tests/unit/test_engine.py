@@ -246,15 +246,28 @@ async def test_a_claims_blocks_go_around_the_page_cache_and_readaheads_as_the_co
     assert list(around.values()) == [{writes_around}]
 
 
-async def test_a_file_read_whole_is_read_again_at_once_from_memory(tmp_path: Path) -> None:
+async def test_a_file_read_whole_is_read_again_at_once_without_the_origin(tmp_path: Path) -> None:
     """A mount shows one content under several paths (``latest/``, ``sessions/``, ``search/``),
-    each its own inode: the kernel's pages of one do not serve another. So a claim's blocks stay
-    in the memory window, and a second handle reading the file at once, before the disk has
-    them, asks nothing of the origin."""
+    each its own inode: the kernel's pages of one do not serve another. A claim's blocks that
+    its read took whole leave memory (the window holds none of them), and a second handle
+    reading the file at once, before the disk may have them, asks nothing of the origin: the
+    disk queue serves what it has not written yet."""
     world, blob = world_with(MIB)
     async with running(world, tmp_path) as (core, transport):
         assert await read_range(core, FILE, 0, MIB) == blob.read_all()
+        assert core.engine.window.bytes == 0
         assert await read_range(core, FILE, 0, MIB) == blob.read_all()
+    assert transport.ranges("/download") == [f"bytes=0-{MIB - 1}"]
+
+
+async def test_blocks_a_read_took_in_part_stay_in_memory(tmp_path: Path) -> None:
+    """A claim's blocks that its read did not take whole (the rest of a small file, a block
+    read 4 KiB at a time) stay in the window for the reads to come."""
+    world, blob = world_with(MIB)
+    async with running(world, tmp_path) as (core, transport):
+        assert await read_range(core, FILE, 0, BLOCK) == blob.read(0, BLOCK)
+        assert core.engine.window.bytes == MIB - BLOCK
+        assert await read_range(core, FILE, BLOCK, MIB - BLOCK) == blob.read(BLOCK, MIB - BLOCK)
     assert transport.ranges("/download") == [f"bytes=0-{MIB - 1}"]
 
 
