@@ -856,10 +856,10 @@ class _BlockSink(_Sink):
     waits rather than drops, so the file is not sent again."""
 
     def __init__(self, engine: Engine, content: Content, start: int, end: int,
-                 token: trio.lowlevel.TrioToken, *, keep: bool = False) -> None:
+                 token: trio.lowlevel.TrioToken, *, keep: bool = False, taken: tuple[int, int] = (0, 0)) -> None:
         super().__init__(engine, content, token)
         self.kept: dict[int, Span] = {}  # with ``keep``: the blocks asked for (a claim's reader takes them)
-        self.taken = (0, 0)  # a claim's: the bytes its read takes
+        self.taken = taken  # a claim's: the bytes its read takes
         self.dropped: set[int] = set()  # blocks the full disk queue did not take
         self.keep = keep
         self.wanted_start, self.wanted_end = start * BLOCK_SIZE, end * BLOCK_SIZE
@@ -955,8 +955,8 @@ class Claim:
     def __init__(self, engine: Engine, content: Content, start: int, end: int, mine: dict[int, _Pending],
                  reply: _Reply, known: dict[int, Span]) -> None:
         self.content, self.start, self.end, self.mine = content, start, end, mine
-        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True)
-        self.sink.taken = (reply.offset, reply.end)
+        self.sink = _BlockSink(engine, content, start, end, trio.lowlevel.current_trio_token(), keep=True,
+                               taken=(reply.offset, reply.end))
         self.gathered, self.known = reply, known
 
     def reply(self) -> _Reply:
