@@ -406,8 +406,9 @@ class BlockCache:
         page cache, which would hold them a second time, or for nobody (``Engine``).
 
         Their checksums are taken here, by the thread that just received them: in the CPU's
-        cache a 128 KiB block hashes in ~2 µs, while the writer, long after, took ~54 µs per
-        block with the GIL held (23 ms for the 53 MiB it kept of fsspec's 200-file case)."""
+        cache a 128 KiB block hashes in ~2.7 µs, out of it in ~12 µs, while the writer, long
+        after, took ~54 µs per block (23 ms for the 53 MiB it kept of fsspec's 200-file case).
+        xxhash lets go of the GIL while it hashes, in either thread."""
         size = sum(len(payload) for payload in payloads)
         with self._cond:
             while self._queued + size > QUEUE_BYTES and not self._stopping:
