@@ -9,6 +9,14 @@ namespace, blocks or cache. Paths are nginx URLs.
 ``fsspec.filesystem("baretriocache", cache_dir=DIR)`` is the same, and also keeps what it read,
 as artifactfs does: one thread writes each body to a file of its own in ``DIR``, through the
 page cache (where fsspec's re-reads find artifactfs's cache), after the caller has its bytes.
+
+``fsspec.filesystem("baretriowork", cache_dir=DIR, api=URL)`` is the floor of the work
+artifactfs's fsspec reads cannot skip, and nothing more. Paths are ``<agent>/<filename>``: the
+agent's files are first listed through the Gumloop API (fsspec http is given its URLs;
+artifactfs has to ask), page by page with a plain ``urllib`` loop in the first caller's thread.
+Then, on the trio thread, each body goes into a buffer of artifactfs's pool and is queued for
+artifactfs's own disk cache (``BlockCache``: checksums, index, writes around the page cache,
+a bounded queue), and the caller copies its bytes out of the buffer, as artifactfs's callers do.
 """
 
 from __future__ import annotations
@@ -17,18 +25,26 @@ import hashlib
 import os
 import queue
 import threading
+from pathlib import Path
 from typing import Any
 
 import fsspec
 import trio
 from fsspec.spec import AbstractFileSystem
 
+from artifactfs.blockcache import BlockCache
+from artifactfs.buffers import BufferPool, Piece
+from artifactfs.config import DEFAULT_CACHE_SIZE, parse_size
+from artifactfs.engine import BLOCK_SIZE, SEGMENT_MAX
 from artifactfs.transport import HttpTransport
 
 from .bodyget import get_into
+from .gumloopapi import GumloopApi
 
 PROTOCOL = "baretrio"
 CACHED_PROTOCOL = "baretriocache"
+WORK_PROTOCOL = "baretriowork"
+LIST_TIMEOUT = 30.0
 
 
 class BareTrioFileSystem(AbstractFileSystem):
@@ -90,5 +106,46 @@ class BareTrioCachedFileSystem(BareTrioFileSystem):
                 os.close(fd)
 
 
+class BareTrioWorkFileSystem(BareTrioFileSystem):
+    """``<agent>/<filename>``: listed through the API once, read into artifactfs's buffers and
+    kept in artifactfs's disk cache."""
+
+    protocol = WORK_PROTOCOL
+
+    def __init__(self, cache_dir: str, api: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._api = GumloopApi.from_env(api)
+        self._sources: dict[str, dict[str, tuple[str, int]]] = {}
+        self._listing = threading.Lock()
+        self._buffers = BufferPool(BLOCK_SIZE, SEGMENT_MAX, shared=True)
+        self._cache = BlockCache(Path(cache_dir), parse_size(DEFAULT_CACHE_SIZE), BLOCK_SIZE)
+
+    def _source(self, path: str) -> tuple[str, int]:
+        """The signed URL and size of ``<agent>/<filename>``; the agent is listed by its first reader."""
+        agent, _, name = path.partition("/")
+        with self._listing:
+            if agent not in self._sources:
+                self._sources[agent] = self._api.sources(agent, LIST_TIMEOUT)
+        return self._sources[agent][name]
+
+    def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
+        if start is not None or end is not None:
+            raise NotImplementedError("whole files only")
+        piece: Piece = trio.from_thread.run(self._get_kept, *self._source(path), trio_token=self._token)
+        return piece.tobytes()
+
+    async def _get_kept(self, url: str, size: int) -> Piece:
+        """The whole body, one ranged GET read into a pooled buffer, queued for the disk cache
+        (dropped when its queue is full, as artifactfs's ranged reads are)."""
+        buf = self._buffers.take(size)
+        status, body = await get_into(self._transport, url, 0, size, into=buf)
+        if status != 206:
+            raise OSError(f"{url}: HTTP {status}")
+        content = hashlib.sha1(url.partition("?")[0].encode()).hexdigest()[:40]
+        self._cache.store(content, 0, [body[i:i + BLOCK_SIZE] for i in range(0, size, BLOCK_SIZE)], around=True)
+        return self._buffers.piece(buf, 0, size)
+
+
 fsspec.register_implementation(PROTOCOL, BareTrioFileSystem, clobber=True)
 fsspec.register_implementation(CACHED_PROTOCOL, BareTrioCachedFileSystem, clobber=True)
+fsspec.register_implementation(WORK_PROTOCOL, BareTrioWorkFileSystem, clobber=True)

@@ -17,6 +17,7 @@ AFS_FSSPEC = "artifactfs-fsspec"
 FSSPEC_HTTP = "fsspec http"
 FSSPEC_BARE = "bare trio fsspec"
 FSSPEC_BARE_CACHED = "bare trio fsspec + cache"
+FSSPEC_BARE_WORK = "bare trio fsspec, listed + disk cache"
 
 RCLONES = (RCLONE_FULL, RCLONE_OFF)
 ANCHORS = (*RCLONES, HTTPDIRFS_CACHE, HTTPDIRFS_NO_CACHE)

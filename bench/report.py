@@ -158,6 +158,12 @@ READING_NOTES = [
      "each body to a file of its own, through the page cache, after the caller has its bytes. "
      "`bare pyfuse3 + cache` is the mount's: each read's bytes arrive in a reused page-aligned buffer, "
      "which one thread writes to a file per file around the page cache (`O_DIRECT`), after the reply."),
+    ("`bare trio fsspec, listed + disk cache` is the floor of the work artifactfs's fsspec reads cannot "
+     "skip: it lists the agent through the Gumloop API first (a plain `urllib` loop over its pages; fsspec "
+     "http is given the URLs), reads each file with one ranged GET into a buffer of artifactfs's pool on "
+     "the trio thread, queues it for artifactfs's own disk cache (checksums, index, bounded queue, writes "
+     "around the page cache) and copies it out in the caller's thread, as artifactfs does; no tree, claims, "
+     "retries or new URLs."),
 ]
 
 

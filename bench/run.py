@@ -103,8 +103,8 @@ def header(args: argparse.Namespace, env: Env, settings: Settings, tool_notes: l
         f"- Dataset: {env.dataset.describe()}{' (--quick)' if args.quick else ''}",
         f"- Origin: nginx on 127.0.0.1 (sendfile, keep-alive, autoindex) serves the files from disk (in the "
         f"page cache: they are read back after each local-disk case) to curl, rclone, httpdirfs, the bare "
-        f"pyfuse3 file system, fsspec http and the bare trio fsspec floors. artifactfs lists and "
-        f"resolves through the emulator's Gumloop API (own process; agents benchbig, benchsmall, benchmib; "
+        f"pyfuse3 file system, fsspec http and the bare trio fsspec floors. artifactfs (and the listed "
+        f"floor) lists and resolves through the emulator's Gumloop API (own process; agents benchbig, benchsmall, benchmib; "
         f"listing_ttl 60): {via}.",
         f"- Every case runs on a fresh mount (fsspec: a fresh process) with an empty cache dir; each cell is "
         f"the median of {args.repeat} run(s), each run taking the cases one at a time on every system in turn "

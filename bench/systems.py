@@ -25,14 +25,12 @@ from . import columns
 from .cases import Case, Endpoint, Tree
 from .dataset import PARTS, Dataset, agent
 from .fsspecrun import fsspec_problem
-from .gumloopapi import GumloopApi
+from .gumloopapi import TOKEN_ENV, USER_ID_ENV, GumloopApi
 from .nginx import Nginx
 from .origin import ApiProcess
 from .proc import BenchError, cpu_seconds, peak_rss, stop_process, unmount, wait_mounted
 from .sessions import REPO, ApiSession, CurlSession, Session, TreeSession, WorkerSession
 
-TOKEN_ENV = "BENCH_GUMLOOP_TOKEN"
-USER_ID_ENV = "BENCH_GUMLOOP_USER_ID"
 RETRY_DELAY = 10.0
 
 
@@ -341,14 +339,18 @@ class HttpDirFS(MountSystem):
 class Fsspec(System):
     """An fsspec file system used from one Python process per case: artifactfs's own
     (``artifactfs`` protocol, a fresh cache dir), fsspec's ``http`` on nginx, or the bare
-    floors of artifactfs's design (``baretrio``, random and parallel reads only; and
-    ``baretriocache``, which also writes what it read to a fresh cache dir: parallel reads)."""
+    floors of artifactfs's design (``baretrio``, random and parallel reads only;
+    ``baretriocache``, which also writes what it read to a fresh cache dir; and ``baretriowork``,
+    which lists the agent first and keeps what it read in artifactfs's disk cache: parallel
+    reads)."""
 
     daemon = True
     NAMES: ClassVar[dict[str, str]] = {"artifactfs": columns.AFS_FSSPEC, "http": columns.FSSPEC_HTTP,
-                                       "baretrio": columns.FSSPEC_BARE, "baretriocache": columns.FSSPEC_BARE_CACHED}
+                                       "baretrio": columns.FSSPEC_BARE, "baretriocache": columns.FSSPEC_BARE_CACHED,
+                                       "baretriowork": columns.FSSPEC_BARE_WORK}
     CASES: ClassVar[dict[str, frozenset[str]]] = {"baretrio": frozenset({"random", "parallel"}),
-                                                  "baretriocache": frozenset({"parallel"})}
+                                                  "baretriocache": frozenset({"parallel"}),
+                                                  "baretriowork": frozenset({"parallel"})}
 
     def __init__(self, env: Env, protocol: str) -> None:
         super().__init__(env)
@@ -368,6 +370,9 @@ class Fsspec(System):
         if self.protocol == "artifactfs":
             options = {"config": str(self.env.artifactfs_config()), "cache_dir": str(cache)}
             prefixes = {part: f"{root}/" for part, root in artifactfs_roots("").items()}
+        elif self.protocol == "baretriowork":
+            options = {"cache_dir": str(cache), "api": self.env.api.base_url}
+            prefixes = {part: f"{agent(part)}/" for part in PARTS}
         else:
             options = {"cache_dir": str(cache)} if self.protocol == "baretriocache" else {}
             prefixes = {part: self.env.nginx.part_url(part) for part in PARTS}
@@ -388,5 +393,5 @@ def all_systems(env: Env) -> list[System]:
         BareFuse(env, "enoattr"), BareFuse(env, "enosys"), BareFuse(env, "cached"),
         Rclone(env, "full"), Rclone(env, "off"), HttpDirFS(env, cache=True), HttpDirFS(env, cache=False),
         ApiAlone(env), Fsspec(env, "artifactfs"), Fsspec(env, "http"), Fsspec(env, "baretrio"),
-        Fsspec(env, "baretriocache"),
+        Fsspec(env, "baretriocache"), Fsspec(env, "baretriowork"),
     ]

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -109,6 +110,65 @@ def test_the_cached_fsspec_floor_returns_each_body_and_writes_it_to_its_cache(tm
     while (written := sorted(path.read_bytes() for path in cache.iterdir())) != sorted(bodies.values()):
         assert time.monotonic() < deadline, f"{len(written)} of {len(bodies)} bodies written"
         time.sleep(0.01)
+
+
+class _ListedFiles(http.server.BaseHTTPRequestHandler):
+    """An agent's artifacts listed one per page (``/api/agents/a/artifacts``), their bodies by range."""
+
+    bodies: ClassVar[dict[str, bytes]] = {}
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path.startswith("/api/"):
+            assert self.headers["x-auth-key"] == "user"
+            names = sorted(self.bodies)
+            at = names.index(query.rpartition("cursor=")[2]) if "cursor=" in query else 0
+            base = f"http://127.0.0.1:{self.server.server_address[1]}/files/"
+            page = {"artifacts": [{"filename": names[at], "url": f"{base}{names[at]}?sig=1",
+                                   "metadata": {"size": len(self.bodies[names[at]])}}],
+                    "next_cursor": names[at + 1] if at + 1 < len(names) else None}
+            self._send(200, json.dumps(page).encode(), "application/json")
+            return
+        body = self.bodies[path.removeprefix("/files/")]
+        first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
+        self._send(206, body[int(first):int(last) + 1], "application/octet-stream")
+
+    def _send(self, status: int, body: bytes, kind: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {self.headers['Range'].removeprefix('bytes=')}/"
+                             f"{len(self.bodies[self.path.partition('?')[0].removeprefix('/files/')])}")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_listed_fsspec_floor_lists_every_page_then_keeps_each_body_in_the_disk_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec
+
+    from artifactfs.blockcache import read_stats
+    from bench import barefsspec
+    from bench.gumloopapi import TOKEN_ENV, USER_ID_ENV
+
+    monkeypatch.setenv(TOKEN_ENV, "key")
+    monkeypatch.setenv(USER_ID_ENV, "user")
+    bodies = {f"f{i}.bin": os.urandom(300_000 + i) for i in range(3)}
+    monkeypatch.setattr(_ListedFiles, "bodies", bodies)
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ListedFiles) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            fs = fsspec.filesystem(barefsspec.WORK_PROTOCOL, skip_instance_cache=True, cache_dir=str(tmp_path),
+                                   api=f"http://127.0.0.1:{server.server_address[1]}/api")
+            assert {name: fs.cat_file(f"a/{name}") for name in bodies} == bodies
+        finally:
+            server.shutdown()
+    assert fs._cache.wait_idle()
+    assert read_stats(tmp_path).bytes == sum(len(body) for body in bodies.values())
 
 
 def test_the_cached_pyfuse3_floor_writes_each_read_at_its_place_and_reuses_its_buffers(tmp_path: Path) -> None:
