@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from .cases import CASES_BY_KEY, Figures, FsView, Settings
 from .dataset import Dataset
 from .measure import CaseError, CaseStopped, CaseTimeout, Deadline
+from .proc import peak_rss
 
 
 def fsspec_problem(protocol: str) -> str | None:
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", required=True)
     parser.add_argument("--seconds", type=float, required=True)
     outcome = run(parser.parse_args(argv))
-    outcome.rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, not ``ru_maxrss``: Linux carries the bench's own peak into a child across fork and exec
+    outcome.rss = peak_rss(os.getpid())
     print(json.dumps(asdict(outcome)), flush=True)
     os._exit(0)  # a file system's leftover threads must not keep the process (and the case) alive
 
