@@ -32,7 +32,7 @@ import fsspec
 import trio
 from fsspec.spec import AbstractFileSystem
 
-from artifactfs.blockcache import BlockCache
+from artifactfs.blockcache import BlockCache, content_hash
 from artifactfs.buffers import BufferPool, Piece
 from artifactfs.config import DEFAULT_CACHE_SIZE, parse_size
 from artifactfs.engine import BLOCK_SIZE, SEGMENT_MAX
@@ -131,18 +131,17 @@ class BareTrioWorkFileSystem(BareTrioFileSystem):
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any) -> bytes:
         if start is not None or end is not None:
             raise NotImplementedError("whole files only")
-        piece: Piece = trio.from_thread.run(self._get_kept, *self._source(path), trio_token=self._token)
+        piece: Piece = trio.from_thread.run(self._get_kept, path, *self._source(path), trio_token=self._token)
         return piece.tobytes()
 
-    async def _get_kept(self, url: str, size: int) -> Piece:
+    async def _get_kept(self, path: str, url: str, size: int) -> Piece:
         """The whole body, one ranged GET read into a pooled buffer, queued for the disk cache
         (dropped when its queue is full, as artifactfs's ranged reads are)."""
         buf = self._buffers.take(size)
         status, body = await get_into(self._transport, url, 0, size, into=buf)
         if status != 206:
             raise OSError(f"{url}: HTTP {status}")
-        content = hashlib.sha1(url.partition("?")[0].encode()).hexdigest()[:40]
-        self._cache.store(content, 0, [body[i:i + BLOCK_SIZE] for i in range(0, size, BLOCK_SIZE)], around=True)
+        self._cache.store(content_hash(WORK_PROTOCOL, path, ""), 0, [body[i:i + BLOCK_SIZE] for i in range(0, size, BLOCK_SIZE)], around=True)
         return self._buffers.piece(buf, 0, size)
 
 

@@ -127,19 +127,18 @@ class _ListedFiles(http.server.BaseHTTPRequestHandler):
             page = {"artifacts": [{"filename": names[at], "url": f"{base}{names[at]}?sig=1",
                                    "metadata": {"size": len(self.bodies[names[at]])}}],
                     "next_cursor": names[at + 1] if at + 1 < len(names) else None}
-            self._send(200, json.dumps(page).encode(), "application/json")
+            self._send(200, json.dumps(page).encode(), {"Content-Type": "application/json"})
             return
         body = self.bodies[path.removeprefix("/files/")]
-        first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
-        self._send(206, body[int(first):int(last) + 1], "application/octet-stream")
+        wanted = self.headers["Range"].removeprefix("bytes=")
+        first, _, last = wanted.partition("-")
+        self._send(206, body[int(first):int(last) + 1], {"Content-Range": f"bytes {wanted}/{len(body)}"})
 
-    def _send(self, status: int, body: bytes, kind: str) -> None:
+    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {self.headers['Range'].removeprefix('bytes=')}/"
-                             f"{len(self.bodies[self.path.partition('?')[0].removeprefix('/files/')])}")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
